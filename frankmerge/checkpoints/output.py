@@ -1,0 +1,128 @@
+"""The output directory: written in a temporary sibling, checked, then renamed into place.
+
+An interrupted or failed merge therefore never leaves a directory that looks like a model:
+either the complete output appears at ``--out`` in one rename, or nothing does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from frankmerge.checkpoints.dtypes import dtype_name
+from frankmerge.checkpoints.reader import Checkpoint
+from frankmerge.checkpoints.writer import PlannedTensor
+from frankmerge.errors import DiskFullError, IncompleteOutputError, OutputExistsError
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".msgpack", ".h5")
+NOT_COPIED = {"config.json", "README.md", "model.safetensors.index.json", "pytorch_model.bin.index.json", ".gitattributes"}
+
+
+def check_output_free(out: Path, *, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"--out {out}: is a file; choose a directory path")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(f"--out {out}: directory exists and is not empty; pass --overwrite or choose another path")
+
+
+def check_free_space(out: Path, needed_bytes: int) -> None:
+    parent = out.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(parent).free
+    if free < needed_bytes:
+        raise DiskFullError(
+            f"--out {out}: the merge needs {needed_bytes / 1e9:.2f} GB but {parent} has {free / 1e9:.2f} GB free; "
+            "free space or choose another --out"
+        )
+
+
+@contextmanager
+def staging_directory(out: Path, *, overwrite: bool) -> Iterator[Path]:
+    """A temporary directory beside ``out``; renamed to ``out`` on success, removed on any failure."""
+    out = out.absolute()
+    staging = out.parent / f".{out.name}.frankmerge-partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _replace(staging, out, overwrite=overwrite)
+
+
+def _replace(staging: Path, out: Path, *, overwrite: bool) -> None:
+    old: Path | None = None
+    if out.exists():
+        check_output_free(out, overwrite=overwrite)
+        old = out.parent / f".{out.name}.frankmerge-old-{os.getpid()}"
+        out.rename(old)
+    staging.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def copy_side_files(source: Path, destination: Path) -> list[str]:
+    """Copy everything of the VLM except weights, its index, config.json and README.md."""
+    copied: list[str] = []
+    for entry in sorted(source.iterdir()):
+        if entry.name in NOT_COPIED or entry.name.startswith(".") or entry.name.endswith(WEIGHT_SUFFIXES):
+            continue
+        target = destination / entry.name
+        try:
+            if entry.is_dir():
+                shutil.copytree(entry, target)
+            else:
+                shutil.copy2(entry, target)
+        except OSError as exc:
+            raise DiskFullError(f"cannot copy {entry.name} into {destination}: {exc.strerror}") from exc
+        copied.append(entry.name)
+    return copied
+
+
+def write_config(raw: dict[str, object], destination: Path, *, tied: bool, dtype: torch.dtype) -> dict[str, object]:
+    """The VLM's config.json, edited only where the merge changes facts: tying and dtype.
+
+    ``tie_word_embeddings`` is written explicitly at the top level (and in ``text_config``), since
+    each VLM class has its own default and transformers decides tying from the top level only.
+    """
+    config = json.loads(json.dumps(raw))
+    config["tie_word_embeddings"] = tied
+    sections = [config]
+    text = config.get("text_config")
+    if isinstance(text, dict):
+        text["tie_word_embeddings"] = tied
+        sections.append(text)
+    for section in sections:
+        for key in ("dtype", "torch_dtype"):
+            if key in section:
+                section[key] = dtype_name(dtype)
+    if "dtype" not in config and "torch_dtype" not in config:
+        config["dtype"] = dtype_name(dtype)
+    (destination / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return config
+
+
+def verify_output(directory: Path, plan: list[PlannedTensor]) -> None:
+    """Re-read the written headers: exactly the planned names, shapes and dtypes, nothing else."""
+    with Checkpoint(directory) as written:
+        expected = {t.name: t for t in plan}
+        got = set(written.names())
+        missing = sorted(set(expected) - got)
+        extra = sorted(got - set(expected))
+        if missing or extra:
+            raise IncompleteOutputError(
+                f"written model differs from the VLM's tensor set: missing {missing[:3]}, unexpected {extra[:3]}"
+            )
+        for name, planned in expected.items():
+            info = written.info(name)
+            if info.shape != planned.shape or info.dtype != planned.dtype:
+                raise IncompleteOutputError(
+                    f"written tensor {name!r} is {info.dtype} {list(info.shape)}, expected {planned.dtype} {list(planned.shape)}"
+                )

@@ -1,0 +1,242 @@
+"""Lazy, tensor-by-tensor reading of Hugging Face checkpoints.
+
+Safetensors files are parsed from their JSON header and read with positioned reads (``pread``)
+into caller-owned scratch buffers, chunk by chunk. Unlike a whole-file ``mmap``, touched pages
+never accumulate in the process's resident memory, so a merge's peak RSS stays flat whatever
+the model size. Pickled ``.bin`` checkpoints are only opened when the caller allows it, and then
+with ``torch.load(weights_only=True)``, which cannot execute code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from frankmerge.checkpoints.dtypes import SAFETENSORS_TO_TORCH, element_size
+from frankmerge.errors import CorruptCheckpointError, UnsafeCheckpointError
+
+SAFE_INDEX = "model.safetensors.index.json"
+SAFE_SINGLE = "model.safetensors"
+PICKLE_INDEX = "pytorch_model.bin.index.json"
+PICKLE_SINGLE = "pytorch_model.bin"
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives and what it looks like."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    file: Path
+    offset: int  # absolute byte offset of the data in ``file`` (safetensors only)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * element_size(self.dtype)
+
+
+def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], bytes]:
+    """Parse and validate one safetensors header; return its tensors and the raw header bytes."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise CorruptCheckpointError(f"{path}: file is too short to be safetensors; re-download it")
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
+                raise CorruptCheckpointError(
+                    f"{path}: corrupt safetensors header (declared length {header_len} bytes); re-download the file"
+                )
+            raw = handle.read(header_len)
+    except OSError as exc:
+        raise CorruptCheckpointError(f"{path}: cannot read ({exc.strerror})") from exc
+    try:
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CorruptCheckpointError(f"{path}: corrupt safetensors header ({exc}); re-download the file") from exc
+    data_start = 8 + header_len
+    tensors: dict[str, TensorInfo] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = SAFETENSORS_TO_TORCH[entry["dtype"]]
+            shape = tuple(int(d) for d in entry["shape"])
+            begin, end = (int(x) for x in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptCheckpointError(f"{path}: corrupt header entry for tensor {name!r}; re-download the file") from exc
+        info = TensorInfo(name, dtype, shape, path, data_start + begin)
+        if end - begin != info.nbytes or begin < 0:
+            raise CorruptCheckpointError(
+                f"{path}: tensor {name!r} spans {end - begin} bytes but its shape {list(shape)} needs {info.nbytes}; "
+                "re-download the file"
+            )
+        if data_start + end > size:
+            raise CorruptCheckpointError(f"{path}: tensor {name!r} runs past the end of the file (truncated download?)")
+        tensors[name] = info
+    return tensors, raw
+
+
+class Checkpoint:
+    """All tensors of one checkpoint directory, read on demand."""
+
+    def __init__(self, directory: Path, *, allow_pickle: bool = False) -> None:
+        self.directory = directory
+        self.format = "safetensors"
+        self.files: list[Path] = []
+        self.header_bytes: dict[str, bytes] = {}
+        self._tensors: dict[str, TensorInfo] = {}
+        self._pickled: dict[str, torch.Tensor] = {}
+        self._fds: dict[Path, int] = {}
+        index = directory / SAFE_INDEX
+        if index.is_file():
+            self._open_sharded(index)
+        elif (directory / SAFE_SINGLE).is_file():
+            self._open_file(directory / SAFE_SINGLE)
+        elif (directory / PICKLE_INDEX).is_file() or (directory / PICKLE_SINGLE).is_file():
+            if not allow_pickle:
+                raise UnsafeCheckpointError(
+                    f"{directory}: only pickled .bin weights found; pickles can run code, so pass --allow-pickle "
+                    "to load them with torch.load(weights_only=True), or convert them to safetensors"
+                )
+            self._open_pickled(directory)
+        else:
+            raise CorruptCheckpointError(
+                f"{directory}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin found"
+            )
+
+    def _open_sharded(self, index: Path) -> None:
+        weight_map = _read_weight_map(index)
+        self.files.append(index)
+        for shard_name in sorted(set(weight_map.values())):
+            shard = self.directory / shard_name
+            if not shard.is_file():
+                raise CorruptCheckpointError(
+                    f"{shard}: shard listed in {index.name} is missing; re-download the checkpoint"
+                )
+            self._open_file(shard)
+        for name, shard_name in weight_map.items():
+            info = self._tensors.get(name)
+            if info is None or info.file.name != shard_name:
+                raise CorruptCheckpointError(
+                    f"{index}: tensor {name!r} is listed in shard {shard_name} but is not in it; re-download the checkpoint"
+                )
+
+    def _open_file(self, path: Path) -> None:
+        tensors, raw = read_safetensors_header(path)
+        for name in tensors:
+            if name in self._tensors:
+                raise CorruptCheckpointError(f"{path}: tensor {name!r} also appears in {self._tensors[name].file.name}")
+        self._tensors.update(tensors)
+        self.header_bytes[path.name] = raw
+        self.files.append(path)
+
+    def _open_pickled(self, directory: Path) -> None:
+        self.format = "pickle"
+        index = directory / PICKLE_INDEX
+        shards = sorted(set(_read_weight_map(index).values())) if index.is_file() else [PICKLE_SINGLE]
+        for shard_name in shards:
+            path = directory / shard_name
+            if not path.is_file():
+                raise CorruptCheckpointError(f"{path}: shard listed in {index.name} is missing; re-download the checkpoint")
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as exc:  # torch raises many types for bad archives
+                raise CorruptCheckpointError(f"{path}: cannot load with weights_only=True ({exc})") from exc
+            for name, tensor in state.items():
+                self._pickled[name] = tensor
+                self._tensors[name] = TensorInfo(name, tensor.dtype, tuple(tensor.shape), path, -1)
+            self.files.append(path)
+
+    # -- queries -------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return list(self._tensors)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._tensors
+
+    def info(self, name: str) -> TensorInfo:
+        return self._tensors[name]
+
+    def total_bytes(self) -> int:
+        return sum(info.nbytes for info in self._tensors.values())
+
+    # -- reads ---------------------------------------------------------------------------------
+    def read_chunk(self, name: str, start: int, count: int, scratch: torch.Tensor) -> torch.Tensor:
+        """Elements ``[start, start+count)`` of the flattened tensor, in its stored dtype.
+
+        ``scratch`` is a uint8 buffer of at least ``count * element_size`` bytes that the result
+        aliases (safetensors) — the caller must use the result before reusing the buffer.
+        """
+        info = self._tensors[name]
+        if info.offset < 0:
+            return self._pickled[name].reshape(-1)[start : start + count]
+        size = element_size(info.dtype)
+        nbytes = count * size
+        view = scratch[:nbytes]
+        fd = self._fd(info.file)
+        done = 0
+        buffer = memoryview(view.numpy())
+        while done < nbytes:
+            got = os.preadv(fd, [buffer[done:]], info.offset + start * size + done)
+            if got <= 0:
+                raise CorruptCheckpointError(f"{info.file}: unexpected end of file reading {name!r}")
+            done += got
+        return view.view(info.dtype)
+
+    def chunks(self, name: str, chunk: int, scratch: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield ``(start, flat_chunk)`` over the whole tensor."""
+        numel = self._tensors[name].numel
+        for start in range(0, numel, chunk):
+            yield start, self.read_chunk(name, start, min(chunk, numel - start), scratch)
+
+    def load(self, name: str) -> torch.Tensor:
+        """The whole tensor in memory (for small tensors and tests)."""
+        info = self._tensors[name]
+        scratch = torch.empty(max(info.nbytes, 1), dtype=torch.uint8)
+        return self.read_chunk(name, 0, info.numel, scratch).clone().reshape(info.shape)
+
+    def _fd(self, path: Path) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY)
+            self._fds[path] = fd
+        return fd
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        self._pickled.clear()
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _read_weight_map(index: Path) -> dict[str, str]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        if not isinstance(weight_map, dict):
+            raise ValueError("weight_map is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptCheckpointError(f"{index}: unreadable index ({exc}); re-download the checkpoint") from exc
+    return {str(k): str(v) for k, v in weight_map.items()}

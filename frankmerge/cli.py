@@ -1,0 +1,136 @@
+"""Command line: parse, build a recipe, call the API, print. No merge logic lives here."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from frankmerge import __version__
+from frankmerge.errors import FrankmergeError, RecipeError
+from frankmerge.layouts.families import FAMILIES
+from frankmerge.recipe import Prior, build_recipe, load_recipe, prior_from_profile
+
+EXIT_BAD_INPUT = 1
+
+
+class _Group(click.Group):
+    """Turn every FrankmergeError into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FrankmergeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted; nothing was written to the output", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="frankmerge")
+@click.option("-v", "--verbose", is_flag=True, help="Log what each step does.")
+def main(verbose: bool) -> None:
+    """Merge a vision-language model's language decoder with a reasoning LLM (FRANK)."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("recipe_file", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--vlm", help="Vision-language model: local directory or hub id (org/name[@revision]).")
+@click.option("--reasoner", help="Reasoning LLM fine-tuned from the VLM's base LLM.")
+@click.option("--base", help="The base LLM both were fine-tuned from.")
+@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Output directory.")
+@click.option("--alpha", type=float, help="Exponential prior (Eq. 16) with this decay rate α.")
+@click.option("--profile", type=click.Path(path_type=Path, dir_okay=False), help="Exponential prior with the α̂ of a profile JSON.")
+@click.option("--no-prior", is_flag=True, help="FRANK without prior (Eq. 13).")
+@click.option("--prior", "prior_kind", type=click.Choice(["linear"]), help="Other prior schedules: linear (ablation).")
+@click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float16", "float32"]), help="Output dtype [auto: the VLM's].")
+@click.option(
+    "--embeddings",
+    type=click.Choice(["keep_vlm", "merge_shared"]),
+    help="Embeddings, final norm, lm_head: keep the VLM's [default], or merge the rows both vocabularies share.",
+)
+@click.option("--max-shard-size", help="Output shard size, e.g. 5GB [default].")
+@click.option("--vlm-layout", help="Override the detected layout table of the VLM (see `frankmerge layouts`).")
+@click.option("--reasoner-layout", help="Override the reasoner's layout table.")
+@click.option("--base-layout", help="Override the base model's layout table.")
+@click.option("--allow-pickle", is_flag=True, default=None, help="Load pickled .bin weights (weights_only=True).")
+@click.option("--allow-nonfinite", is_flag=True, default=None, help="Do not stop on NaN/Inf in the inputs.")
+@click.option("--allow-family-mismatch", is_flag=True, default=None, help="Merge decoders of different families.")
+@click.option("--download", "allow_download", is_flag=True, default=None, help="Download hub ids missing from the cache.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty output directory.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+def merge(recipe_file: Path | None, out: Path, overwrite: bool, quiet: bool, **options: Any) -> None:
+    """Merge a VLM with a reasoning LLM, block by block, into OUT.
+
+    \b
+    Either give the three models and a prior:
+      frankmerge merge --vlm VLM --reasoner R1 --base BASE --out merged --alpha 0.1
+    or a recipe (YAML; flags given on the command line override its keys):
+      frankmerge merge recipe.yaml --out merged
+
+    Choose exactly one prior: --alpha A (Eq. 16), --profile profile.json (α̂ measured by
+    `frankmerge profile`), --no-prior (Eq. 13) or --prior linear.
+    """
+    from frankmerge.merge import merge as run_merge
+
+    recipe = _recipe_from(recipe_file, options)
+    result = run_merge(recipe, out, overwrite=overwrite, progress=not quiet)
+    if not quiet:
+        _print_summary(result)
+
+
+def _recipe_from(recipe_file: Path | None, options: dict[str, Any]):  # type: ignore[no-untyped-def]
+    alpha, profile, no_prior, prior_kind = (options.pop(k) for k in ("alpha", "profile", "no_prior", "prior_kind"))
+    chosen = [flag for flag, given in (("--alpha", alpha is not None), ("--profile", profile), ("--no-prior", no_prior), ("--prior", prior_kind)) if given]
+    if len(chosen) > 1:
+        raise RecipeError(f"choose one prior option, got {' and '.join(chosen)}")
+    data: dict[str, Any] = {}
+    if recipe_file is not None:
+        data = load_recipe(recipe_file).model_dump(exclude_unset=True)
+    layouts = {role: options.pop(f"{role}_layout") for role in ("vlm", "reasoner", "base")}
+    if any(layouts.values()):
+        data["layouts"] = {**data.get("layouts", {}), **{k: v for k, v in layouts.items() if v}}
+    data.update({key: value for key, value in options.items() if value is not None})
+    for role in ("vlm", "reasoner", "base"):
+        if role not in data:
+            raise RecipeError(f"missing --{role} (or a recipe file that sets `{role}:`)")
+    if alpha is not None:
+        data["prior"] = Prior(kind="exponential", alpha=alpha)
+    elif profile is not None:
+        data["prior"] = prior_from_profile(profile)
+    elif no_prior:
+        data["prior"] = Prior(kind="none")
+    elif prior_kind is not None:
+        data["prior"] = Prior(kind=prior_kind)
+    if "prior" not in data:
+        raise RecipeError(
+            "no prior chosen: pass --alpha A (Eq. 16), --profile profile.json, --no-prior (Eq. 13) or --prior linear"
+        )
+    return build_recipe(data, source=str(recipe_file) if recipe_file else "options")
+
+
+def _print_summary(result: Any) -> None:
+    click.echo(f"merged model written to {result.out}")
+    click.echo(f"{'block':>5} {'|tau_V|^2':>11} {'|tau_R|^2':>11} {'cos':>7} {'w_V':>7} {'lambda_V':>9} {'lambda_R':>9}")
+    for s, c in zip(result.stats, result.coefficients, strict=True):
+        click.echo(
+            f"{s.index:>5} {s.norm_v_sq:>11.4g} {s.norm_r_sq:>11.4g} {s.cos:>+7.3f} {c.w_v:>7.4f} {c.lambda_v:>9.4f} {c.lambda_r:>9.4f}"
+        )
+    click.echo(f"report: {result.out / 'merge_report.json'}  (wall {result.report['wall_time_s']} s)")
+
+
+@main.command()
+def layouts() -> None:
+    """List the layout tables (model families) frankmerge knows."""
+    for family in FAMILIES:
+        click.echo(f"{family.name:16} {family.kind:4}  model_type={','.join(family.model_types):16} decoder under {' | '.join(p or '(root)' for p in family.decoder_prefixes)}")
+
+
+if __name__ == "__main__":
+    main()

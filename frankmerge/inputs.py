@@ -1,0 +1,108 @@
+"""Open the three checkpoints of a merge and check that they can be merged at all.
+
+Everything here runs before a byte is written: resolving paths, parsing every header, mapping
+each role onto its family's layout, and the homology check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from frankmerge.checkpoints.reader import Checkpoint
+from frankmerge.checkpoints.resolve import resolve_checkpoint
+from frankmerge.errors import FrankmergeError, HomologyError
+from frankmerge.layouts import DecoderLayout, ModelConfig, detect_layout, family_for, read_config
+from frankmerge.recipe import MergeRecipe
+
+ROLES = ("vlm", "reasoner", "base")
+MAX_LISTED_MISMATCHES = 5
+
+
+@dataclass
+class RoleInput:
+    role: str
+    reference: str
+    path: Path
+    checkpoint: Checkpoint
+    config: ModelConfig
+    layout: DecoderLayout
+
+
+def open_role(role: str, reference: str, recipe: MergeRecipe) -> RoleInput:
+    path = resolve_checkpoint(reference, role=role, allow_download=recipe.allow_download)
+    config = read_config(path, role)
+    family = family_for(config, role, getattr(recipe.layouts, role))
+    checkpoint = Checkpoint(path, allow_pickle=recipe.allow_pickle)
+    try:
+        layout = detect_layout(checkpoint.names(), family, config, role)
+    except FrankmergeError:
+        checkpoint.close()
+        raise
+    return RoleInput(role, reference, path, checkpoint, config, layout)
+
+
+def open_inputs(recipe: MergeRecipe) -> dict[str, RoleInput]:
+    """Open all three roles; close what was opened if any of them fails."""
+    opened: dict[str, RoleInput] = {}
+    try:
+        for role in ROLES:
+            opened[role] = open_role(role, getattr(recipe, role), recipe)
+        if opened["vlm"].layout.family.kind != "vlm":
+            raise HomologyError(
+                f"--vlm {recipe.vlm}: is a text-only {opened['vlm'].config.model_type} model; pass the vision-language model"
+            )
+        check_homology(opened, allow_family_mismatch=recipe.allow_family_mismatch)
+    except BaseException:
+        for item in opened.values():
+            item.checkpoint.close()
+        raise
+    return opened
+
+
+def check_homology(inputs: dict[str, RoleInput], *, allow_family_mismatch: bool = False) -> None:
+    """Same decoder family, block count, per-block tensor names and shapes in all three roles."""
+    vlm = inputs["vlm"]
+    for role in ("reasoner", "base"):
+        other = inputs[role]
+        if other.layout.decoder != vlm.layout.decoder and not allow_family_mismatch:
+            raise HomologyError(
+                f"--{role} is a {other.layout.decoder} decoder but the VLM's language model is "
+                f"{vlm.layout.decoder}; FRANK needs models fine-tuned from the same base LLM "
+                "(pass --allow-family-mismatch only if the architectures are truly identical)"
+            )
+        if other.layout.num_blocks != vlm.layout.num_blocks:
+            raise HomologyError(
+                f"--{role} has {other.layout.num_blocks} decoder blocks but the VLM has "
+                f"{vlm.layout.num_blocks}; the models are not homologous"
+            )
+        mismatches = _block_mismatches(vlm, other)
+        for kind in ("norm",):
+            mismatches += _shape_mismatch(vlm, other, getattr(vlm.layout, kind), getattr(other.layout, kind))
+        hidden_v = vlm.checkpoint.info(vlm.layout.embed).shape[1:]
+        hidden_o = other.checkpoint.info(other.layout.embed).shape[1:]
+        if hidden_v != hidden_o:
+            mismatches.append(f"embed_tokens width {list(hidden_v)} vs {list(hidden_o)}")
+        if mismatches:
+            shown = "; ".join(mismatches[:MAX_LISTED_MISMATCHES])
+            more = f" (+{len(mismatches) - MAX_LISTED_MISMATCHES} more)" if len(mismatches) > MAX_LISTED_MISMATCHES else ""
+            raise HomologyError(f"VLM and --{role} are not homologous: {shown}{more}")
+
+
+def _block_mismatches(vlm: RoleInput, other: RoleInput) -> list[str]:
+    found: list[str] = []
+    for index, (block_v, block_o) in enumerate(zip(vlm.layout.blocks, other.layout.blocks, strict=True)):
+        for suffix in sorted(set(block_v) ^ set(block_o)):
+            where = "VLM" if suffix in block_v else other.role
+            found.append(f"block {index}: {suffix} only in {where}")
+        for suffix in sorted(set(block_v) & set(block_o)):
+            found += _shape_mismatch(vlm, other, block_v[suffix], block_o[suffix], f"block {index}: {suffix}")
+    return found
+
+
+def _shape_mismatch(vlm: RoleInput, other: RoleInput, name_v: str, name_o: str, label: str | None = None) -> list[str]:
+    shape_v = vlm.checkpoint.info(name_v).shape
+    shape_o = other.checkpoint.info(name_o).shape
+    if shape_v == shape_o:
+        return []
+    return [f"{label or name_v} shape {list(shape_v)} vs {list(shape_o)}"]

@@ -1,0 +1,222 @@
+"""The streaming merge: the one place where blocks are read, merged and written.
+
+Order of work: open and check the inputs, plan every output tensor, then stream — the VLM's
+non-decoder tensors are copied, each decoder block is read twice (statistics, then the merge
+with that block's coefficients), and the shared tensors (embeddings, final norm, lm_head)
+follow the embeddings policy. The output is verified and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from frankmerge.checkpoints.dtypes import OUTPUT_DTYPES
+from frankmerge.checkpoints.output import (
+    check_free_space,
+    check_output_free,
+    copy_side_files,
+    staging_directory,
+    verify_output,
+    write_config,
+)
+from frankmerge.checkpoints.writer import PlannedTensor, ShardedWriter, parse_size
+from frankmerge.inputs import RoleInput, open_inputs
+from frankmerge.methods.frank import BlockCoefficients, BlockStats, frank_coefficients, prior_weights
+from frankmerge.recipe import MergeRecipe
+from frankmerge.report import write_model_card, write_report
+from frankmerge.streaming import Source, Sums, Workspace, task_vector_sums, write_copy, write_merged
+
+log = logging.getLogger(__name__)
+DEFAULT_CHUNK = 1 << 22  # elements per chunk: 4 Mi elements, ~100 MB of buffers in all
+
+
+@dataclass
+class SharedRecord:
+    """What happened to one of the tensors outside the blocks that the text decoder shares."""
+
+    tensor: str
+    action: str  # "kept_vlm" or "merged"
+    merged_rows: int | None = None
+    lambda_v: float | None = None
+    lambda_r: float | None = None
+
+
+@dataclass
+class MergeResult:
+    out: Path
+    stats: list[BlockStats]
+    coefficients: list[BlockCoefficients]
+    shared: list[SharedRecord] = field(default_factory=list)
+    report: dict[str, object] = field(default_factory=dict)
+
+
+def merge(
+    recipe: MergeRecipe,
+    out: Path | str,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    chunk: int = DEFAULT_CHUNK,
+) -> MergeResult:
+    """Merge ``recipe``'s VLM and reasoner into ``out``; raise a FrankmergeError on bad input."""
+    started = time.perf_counter()
+    out = Path(out)
+    check_output_free(out, overwrite=overwrite)
+    inputs = open_inputs(recipe)
+    try:
+        return _merge_opened(recipe, inputs, out, overwrite=overwrite, progress=progress, chunk=chunk, started=started)
+    finally:
+        for item in inputs.values():
+            item.checkpoint.close()
+
+
+def _merge_opened(
+    recipe: MergeRecipe,
+    inputs: dict[str, RoleInput],
+    out: Path,
+    *,
+    overwrite: bool,
+    progress: bool,
+    chunk: int,
+    started: float,
+) -> MergeResult:
+    vlm = inputs["vlm"]
+    layout = vlm.layout
+    out_dtype = _output_dtype(recipe, vlm)
+    keep_copy_dtype = recipe.dtype == "auto"
+    plan = _plan(vlm, out_dtype, keep_copy_dtype)
+    check_free_space(out, sum(t.nbytes for t in plan) + (1 << 20))
+    w_v = prior_weights(recipe.prior.kind, layout.num_blocks, recipe.prior.alpha)
+    ws = Workspace(chunk, out_dtype, allow_nonfinite=recipe.allow_nonfinite)
+    result = MergeResult(out, [], [])
+
+    with staging_directory(out, overwrite=overwrite) as staging:
+        writer = ShardedWriter(staging, plan, parse_size(recipe.max_shard_size))
+        try:
+            for name in layout.other:
+                write_copy(ws, writer, name, Source("vlm", vlm.checkpoint, name))
+            bar = tqdm(range(layout.num_blocks), desc="merging blocks", unit="block", disable=not progress)
+            for index in bar:
+                stats, coefficients = _merge_block(ws, writer, inputs, index, w_v[index])
+                result.stats.append(stats)
+                result.coefficients.append(coefficients)
+                bar.set_postfix(lambda_v=f"{coefficients.lambda_v:.3f}")
+            result.shared = _write_shared(ws, writer, inputs, recipe, result.coefficients)
+            weight_map = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        verify_output(staging, plan)
+        copy_side_files(vlm.path, staging)
+        write_config(vlm.config.raw, staging, tied=layout.lm_head is None, dtype=out_dtype)
+        result.report = write_report(
+            staging,
+            recipe=recipe,
+            inputs=inputs,
+            result_stats=result.stats,
+            coefficients=result.coefficients,
+            shared=[vars(s) for s in result.shared],
+            out_dtype=out_dtype,
+            weight_files=sorted(set(weight_map.values())),
+            wall_time_s=time.perf_counter() - started,
+            peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        )
+        write_model_card(staging, out.name, recipe, result.report)
+        (staging / "frankmerge_recipe.yaml").write_text(recipe.to_yaml())
+    log.info("merged into %s", out)
+    return result
+
+
+def _output_dtype(recipe: MergeRecipe, vlm: RoleInput) -> torch.dtype:
+    if recipe.dtype != "auto":
+        return OUTPUT_DTYPES[recipe.dtype]
+    first = next(iter(vlm.layout.blocks[0].values()))
+    stored = vlm.checkpoint.info(first).dtype
+    return stored if stored in OUTPUT_DTYPES.values() else torch.float32
+
+
+def _plan(vlm: RoleInput, out_dtype: torch.dtype, keep_copy_dtype: bool) -> list[PlannedTensor]:
+    """Every output tensor in the order the merge produces it: others, blocks, shared."""
+    layout = vlm.layout
+
+    def planned(name: str, merged: bool) -> PlannedTensor:
+        info = vlm.checkpoint.info(name)
+        dtype = info.dtype
+        if info.dtype.is_floating_point and (merged or not keep_copy_dtype):
+            dtype = out_dtype
+        return PlannedTensor(name, dtype, info.shape)
+
+    plan = [planned(name, merged=False) for name in layout.other]
+    for block in layout.blocks:
+        plan += [planned(name, merged=True) for name in block.values()]
+    shared = [layout.embed, layout.norm] + ([layout.lm_head] if layout.lm_head else [])
+    plan += [planned(name, merged=True) for name in shared]
+    return plan
+
+
+def _merge_block(
+    ws: Workspace, writer: ShardedWriter, inputs: dict[str, RoleInput], index: int, w_v: float
+) -> tuple[BlockStats, BlockCoefficients]:
+    """Pass 1: the block's task-vector sums; pass 2: write each tensor with the block's λs."""
+    sources = {suffix: _sources(inputs, lambda layout: layout.blocks[index][suffix]) for suffix in inputs["vlm"].layout.blocks[index]}
+    sums = Sums()
+    for triple in sources.values():
+        sums.add(task_vector_sums(ws, *triple, triple[0].checkpoint.info(triple[0].name).numel))
+    stats = BlockStats(index, sums.norm_v_sq, sums.norm_r_sq, sums.dot_vr, sums.norm_0_sq)
+    coefficients = frank_coefficients(stats, w_v)
+    for triple in sources.values():
+        numel = triple[0].checkpoint.info(triple[0].name).numel
+        write_merged(
+            ws, writer, triple[0].name, triple, coefficients.lambda_v, coefficients.lambda_r, numel, numel, inputs_checked=True
+        )
+    return stats, coefficients
+
+
+def _sources(inputs: dict[str, RoleInput], pick: Callable[..., str | None]) -> tuple[Source, Source, Source]:
+    found = []
+    for role in ("vlm", "reasoner", "base"):
+        item = inputs[role]
+        name = pick(item.layout) or item.layout.embed  # a tied lm_head is the embedding matrix
+        found.append(Source(role, item.checkpoint, name))
+    return found[0], found[1], found[2]
+
+
+def _write_shared(
+    ws: Workspace,
+    writer: ShardedWriter,
+    inputs: dict[str, RoleInput],
+    recipe: MergeRecipe,
+    coefficients: list[BlockCoefficients],
+) -> list[SharedRecord]:
+    """Embeddings, final norm and lm_head: the VLM's, or (merge_shared) merged on shared rows.
+
+    Merged with the coefficients of the nearest block: block 1 for the embeddings, block L for
+    the final norm and lm_head. Rows are shared by index: rows beyond the smallest vocabulary
+    (the VLM's own image tokens, padding) keep the VLM's values.
+    """
+    layout = inputs["vlm"].layout
+    records = []
+    targets = [("embed", coefficients[0]), ("norm", coefficients[-1])]
+    if layout.lm_head is not None:
+        targets.append(("lm_head", coefficients[-1]))
+    for attribute, coefficient in targets:
+        triple = _sources(inputs, lambda lay, attr=attribute: getattr(lay, attr))
+        vlm_info = triple[0].checkpoint.info(triple[0].name)
+        if recipe.embeddings == "keep_vlm":
+            write_copy(ws, writer, triple[0].name, triple[0])
+            records.append(SharedRecord(triple[0].name, "kept_vlm"))
+            continue
+        shapes = [s.checkpoint.info(s.name).shape for s in triple]
+        rows = min(shape[0] for shape in shapes)
+        per_row = vlm_info.numel // vlm_info.shape[0]
+        write_merged(ws, writer, triple[0].name, triple, coefficient.lambda_v, coefficient.lambda_r, rows * per_row, vlm_info.numel)
+        records.append(SharedRecord(triple[0].name, "merged", rows, coefficient.lambda_v, coefficient.lambda_r))
+    return records

@@ -1,0 +1,173 @@
+"""What the user gets besides weights: ``merge_report.json`` and a model card.
+
+The report records everything needed to audit a merge: inputs (with fingerprints), options,
+per-block statistics and coefficients, and what the run cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from frankmerge import __version__
+from frankmerge.checkpoints.dtypes import dtype_name
+from frankmerge.methods.frank import BlockCoefficients, BlockStats
+from frankmerge.recipe import MergeRecipe
+
+if TYPE_CHECKING:
+    from frankmerge.inputs import RoleInput
+
+REPORT_NAME = "merge_report.json"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def describe_input(item: RoleInput) -> dict[str, object]:
+    """Paths, sizes and a content fingerprint of each weights file.
+
+    For safetensors the fingerprint is the SHA-256 of the header (names, dtypes, shapes and byte
+    offsets of every tensor) and, for the index, of the index file: cheap on 70 GB models, and it
+    changes whenever the tensor set or layout does. Full-file hashes are left to ``sha256sum``.
+    """
+    files = []
+    for path in item.checkpoint.files:
+        entry: dict[str, object] = {"name": path.name, "bytes": path.stat().st_size}
+        header = item.checkpoint.header_bytes.get(path.name)
+        if header is not None:
+            entry["header_sha256"] = _sha256(header)
+        elif path.suffix == ".json" or path.stat().st_size < (64 << 20):
+            entry["sha256"] = _sha256(path.read_bytes())
+        files.append(entry)
+    layout = item.layout
+    return {
+        "reference": item.reference,
+        "path": str(item.path),
+        "format": item.checkpoint.format,
+        "model_type": item.config.model_type,
+        "layout": layout.family.name,
+        "decoder": layout.decoder,
+        "decoder_prefix": layout.prefix,
+        "num_blocks": layout.num_blocks,
+        "embedding_rows": item.checkpoint.info(layout.embed).shape[0],
+        "tied_lm_head": layout.lm_head is None,
+        "tensor_bytes": item.checkpoint.total_bytes(),
+        "files": files,
+    }
+
+
+def block_records(stats: list[BlockStats], coefficients: list[BlockCoefficients]) -> list[dict[str, float | int]]:
+    records: list[dict[str, float | int]] = []
+    for s, c in zip(stats, coefficients, strict=True):
+        norm_0 = math.sqrt(s.norm_0_sq)
+        records.append(
+            {
+                "index": s.index,
+                "norm_v_sq": s.norm_v_sq,
+                "norm_r_sq": s.norm_r_sq,
+                "dot_vr": s.dot_vr,
+                "cos": s.cos,
+                "rel_norm_v": math.sqrt(s.norm_v_sq) / norm_0 if norm_0 else math.nan,
+                "rel_norm_r": math.sqrt(s.norm_r_sq) / norm_0 if norm_0 else math.nan,
+                "w_v": c.w_v,
+                "lambda_v": c.lambda_v,
+                "lambda_r": c.lambda_r,
+            }
+        )
+    return records
+
+
+def write_report(
+    directory: Path,
+    *,
+    recipe: MergeRecipe,
+    inputs: dict[str, RoleInput],
+    result_stats: list[BlockStats],
+    coefficients: list[BlockCoefficients],
+    shared: list[dict[str, object]],
+    out_dtype: torch.dtype,
+    weight_files: list[str],
+    wall_time_s: float,
+    peak_rss_bytes: int,
+) -> dict[str, object]:
+    report: dict[str, object] = {
+        "tool": "frankmerge",
+        "version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "method": recipe.method,
+        "recipe": json.loads(recipe.model_dump_json()),
+        "inputs": {role: describe_input(item) for role, item in inputs.items()},
+        "output": {"dtype": dtype_name(out_dtype), "files": weight_files, "tied_lm_head": inputs["vlm"].layout.lm_head is None},
+        "shared_tensors": shared,
+        "blocks": block_records(result_stats, coefficients),
+        "wall_time_s": round(wall_time_s, 3),
+        "peak_rss_bytes": peak_rss_bytes,
+    }
+    (directory / REPORT_NAME).write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
+    return report
+
+
+def _prior_text(recipe: MergeRecipe) -> str:
+    prior = recipe.prior
+    if prior.kind == "none":
+        return "no prior (Eq. 13)"
+    if prior.kind == "linear":
+        return "linear layer-indexed decay prior (ablation)"
+    source = f", from profile `{prior.profile}`" if prior.profile else ""
+    return f"exponential prior, Eq. 16 with α = {prior.alpha:g}{source}"
+
+
+def write_model_card(directory: Path, title: str, recipe: MergeRecipe, report: dict[str, object]) -> None:
+    """README.md with hub front matter, the recipe and a per-block coefficient table."""
+    bases = "\n".join(f"- {ref}" for ref in (recipe.vlm, recipe.reasoner, recipe.base))
+    rows = "\n".join(
+        f"| {b['index']} | {b['norm_v_sq']:.4g} | {b['norm_r_sq']:.4g} | {b['cos']:+.3f} | {b['w_v']:.4f} | "
+        f"{b['lambda_v']:.4f} | {b['lambda_r']:.4f} |"
+        for b in report["blocks"]  # type: ignore[union-attr]
+    )
+    card = f"""---
+base_model:
+{bases}
+library_name: transformers
+pipeline_tag: image-text-to-text
+tags:
+- merge
+- frankmerge
+- frank
+- reasoning
+- vision-language
+---
+
+# {title}
+
+A training-free merge of the language decoder of **{recipe.vlm}** (vision-language model) with
+**{recipe.reasoner}** (reasoning LLM), both fine-tuned from **{recipe.base}**, made with
+frankmerge {report["version"]} using FRANK's layer-wise closed-form fusion with {_prior_text(recipe)}.
+Each decoder block l is θ₀ + λ_V(l) τ_V + λ_R(l) τ_R; the vision tower and projector are the
+VLM's, unchanged; embeddings, final norm and lm_head follow the `{recipe.embeddings}` policy.
+
+## Recipe
+
+```yaml
+{recipe.to_yaml().rstrip()}
+```
+
+Reproduce with `frankmerge merge frankmerge_recipe.yaml --out DIR`.
+
+## Per-block coefficients
+
+| block | ‖τ_V‖² | ‖τ_R‖² | cos(τ_V, τ_R) | w_V | λ_V | λ_R |
+|---|---|---|---|---|---|---|
+{rows}
+
+Full statistics and input fingerprints are in `merge_report.json`. The merged model has not
+been evaluated by this tool; measure it before relying on it.
+"""
+    (directory / "README.md").write_text(card)

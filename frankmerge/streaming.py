@@ -1,0 +1,169 @@
+"""Chunked float32 kernels of the merge: block statistics, merged tensors and copies.
+
+Every tensor is processed in flat chunks through buffers allocated once (``Workspace``), so the
+memory a merge needs is a few chunks, independent of model size, and no fresh pages are touched
+per tensor (page faults on new allocations otherwise dominate the run time).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from frankmerge.checkpoints.reader import Checkpoint
+from frankmerge.checkpoints.writer import ShardedWriter
+from frankmerge.errors import NonFiniteError
+
+DOT_STEP = 1 << 18  # float32 partial dots over at most this many elements, summed in float64
+
+
+@dataclass(frozen=True)
+class Source:
+    """One role's copy of a tensor."""
+
+    role: str
+    checkpoint: Checkpoint
+    name: str
+
+
+@dataclass
+class Workspace:
+    """Reusable chunk buffers: one raw read buffer and one float32 buffer per role, one output."""
+
+    chunk: int
+    out_dtype: torch.dtype
+    allow_nonfinite: bool = False
+    raw: dict[str, torch.Tensor] = field(default_factory=dict)
+    f32: dict[str, torch.Tensor] = field(default_factory=dict)
+    out: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        for role in ("vlm", "reasoner", "base"):
+            self.raw[role] = torch.empty(self.chunk * 8, dtype=torch.uint8)
+            self.f32[role] = torch.empty(self.chunk, dtype=torch.float32)
+        self.out = torch.empty(self.chunk, dtype=self.out_dtype)
+
+    def read_f32(self, source: Source, start: int, count: int) -> torch.Tensor:
+        raw = source.checkpoint.read_chunk(source.name, start, count, self.raw[source.role])
+        return self.f32[source.role][:count].copy_(raw)
+
+
+@dataclass
+class Sums:
+    """Running float64 sums over task vectors."""
+
+    norm_v_sq: float = 0.0
+    norm_r_sq: float = 0.0
+    dot_vr: float = 0.0
+    norm_0_sq: float = 0.0
+
+    def add(self, other: Sums) -> None:
+        self.norm_v_sq += other.norm_v_sq
+        self.norm_r_sq += other.norm_r_sq
+        self.dot_vr += other.dot_vr
+        self.norm_0_sq += other.norm_0_sq
+
+
+def dot64(a: torch.Tensor, b: torch.Tensor) -> float:
+    """⟨a, b⟩ of two flat float32 tensors: short float32 partial dots, summed in float64."""
+    return math.fsum(float(torch.dot(a[i : i + DOT_STEP], b[i : i + DOT_STEP])) for i in range(0, a.numel(), DOT_STEP))
+
+
+def task_vector_sums(ws: Workspace, vlm: Source, reasoner: Source, base: Source, numel: int) -> Sums:
+    """‖τ_V‖², ‖τ_R‖², ⟨τ_V, τ_R⟩ and ‖θ_0‖² of one tensor (or of its first ``numel`` elements)."""
+    sums = Sums()
+    for start in range(0, numel, ws.chunk):
+        count = min(ws.chunk, numel - start)
+        tau_v = ws.read_f32(vlm, start, count)
+        tau_r = ws.read_f32(reasoner, start, count)
+        theta_0 = ws.read_f32(base, start, count)
+        tau_v.sub_(theta_0)
+        tau_r.sub_(theta_0)
+        chunk = Sums(dot64(tau_v, tau_v), dot64(tau_r, tau_r), dot64(tau_v, tau_r), dot64(theta_0, theta_0))
+        if not all(math.isfinite(x) for x in (chunk.norm_v_sq, chunk.norm_r_sq, chunk.norm_0_sq)):
+            chunk = _nonfinite_chunk(ws, (vlm, reasoner, base), start, count)
+        sums.add(chunk)
+    return sums
+
+
+def _nonfinite_chunk(ws: Workspace, sources: tuple[Source, ...], start: int, count: int) -> Sums:
+    """Name the input with NaN/Inf, or (when allowed) redo the sums without those entries."""
+    _raise_if_nonfinite(ws, sources, start, count)
+    # Overflow of the squares alone (finite but huge values) also lands here; keep what is finite.
+    tau_v, tau_r, theta_0 = (ws.read_f32(s, start, count) for s in sources)
+    tau_v.sub_(theta_0).nan_to_num_(0.0, 0.0, 0.0)
+    tau_r.sub_(theta_0).nan_to_num_(0.0, 0.0, 0.0)
+    theta_0.nan_to_num_(0.0, 0.0, 0.0)
+    return Sums(dot64(tau_v, tau_v), dot64(tau_r, tau_r), dot64(tau_v, tau_r), dot64(theta_0, theta_0))
+
+
+def write_merged(
+    ws: Workspace,
+    writer: ShardedWriter,
+    out_name: str,
+    sources: tuple[Source, Source, Source],
+    lambda_v: float,
+    lambda_r: float,
+    merged_numel: int,
+    total_numel: int,
+    *,
+    inputs_checked: bool = False,
+) -> None:
+    """Write θ_0 + λ_V τ_V + λ_R τ_R for the first ``merged_numel`` elements, the VLM's values after.
+
+    Computed as (1 − λ_V − λ_R) θ_0 + λ_V θ_V + λ_R θ_R in float32, skipping zero terms, so that
+    λ = (1, 0) reproduces the VLM exactly. ``inputs_checked`` says the statistics pass already
+    proved all three inputs finite, which saves a pass.
+    """
+    vlm, reasoner, base = sources
+    lambda_0 = 1.0 - lambda_v - lambda_r
+    if abs(lambda_0) < 1e-12:
+        lambda_0 = 0.0
+    for start in range(0, total_numel, ws.chunk):
+        count = min(ws.chunk, total_numel - start)
+        merged = min(max(merged_numel - start, 0), count)
+        acc = ws.read_f32(vlm, start, count)
+        if merged:
+            head = acc[:merged]
+            if lambda_v != 1.0:
+                head.mul_(lambda_v)
+            if lambda_r != 0.0:
+                head.add_(ws.read_f32(reasoner, start, merged), alpha=lambda_r)
+            if lambda_0 != 0.0:
+                head.add_(ws.read_f32(base, start, merged), alpha=lambda_0)
+        if not inputs_checked and not ws.allow_nonfinite and not bool(torch.isfinite(acc).all()):
+            _raise_if_nonfinite(ws, sources[1:], start, merged)
+            _raise_if_nonfinite(ws, sources[:1], start, count)
+            raise NonFiniteError(f"merged tensor {out_name!r} overflowed to Inf; use --dtype float32")
+        writer.write(out_name, ws.out[:count].copy_(acc))  # type: ignore[index]
+
+
+def write_copy(ws: Workspace, writer: ShardedWriter, out_name: str, source: Source) -> None:
+    """Copy a tensor chunk by chunk, cast to the planned dtype (bit-exact when the dtype is kept)."""
+    info = source.checkpoint.info(source.name)
+    planned = writer.expect()
+    for start in range(0, max(info.numel, 1), ws.chunk):
+        count = min(ws.chunk, info.numel - start)
+        raw = source.checkpoint.read_chunk(source.name, start, count, ws.raw[source.role])
+        if raw.is_floating_point():
+            _check_finite(ws, raw, source)
+        if planned.dtype != raw.dtype:
+            raw = raw.to(planned.dtype)
+        writer.write(out_name, raw)
+
+
+def _raise_if_nonfinite(ws: Workspace, sources: tuple[Source, ...], start: int, count: int) -> None:
+    for source in sources:
+        if count:
+            _check_finite(ws, ws.read_f32(source, start, count), source)
+
+
+def _check_finite(ws: Workspace, values: torch.Tensor, source: Source) -> None:
+    if ws.allow_nonfinite or values.numel() == 0:
+        return
+    if not bool(torch.isfinite(values).all()):
+        raise NonFiniteError(
+            f"--{source.role} tensor {source.name!r} contains NaN or Inf; fix the checkpoint or pass --allow-nonfinite"
+        )
