@@ -1,0 +1,111 @@
+"""End-to-end merges of tiny triples, checked against the independent float64 reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText
+
+from frankmerge import MergeRecipe, Prior, merge
+from frankmerge.checkpoints.reader import Checkpoint
+from frankmerge.checkpoints.writer import PlannedTensor, ShardedWriter
+from frankmerge.streaming import Source, Workspace, write_merged
+from frankmerge.testbed.tiny import FAMILIES, image_forward_inputs
+from tests.reference import load_dir, reference_merge
+
+# (family, layout, sharded, extra VLM vocabulary rows, prior)
+CASES = [
+    ("qwen2_vl", "default", False, 0, Prior(kind="exponential", alpha=0.3)),
+    ("llava", "hub", True, 8, Prior(kind="none")),
+    ("idefics3", "v5", False, 0, Prior(kind="linear")),
+    ("internvl", "v5", True, 0, Prior(kind="exponential", alpha=-0.2)),
+]
+
+
+def _recipe(triple, prior: Prior, **extra) -> MergeRecipe:  # type: ignore[no-untyped-def]
+    return MergeRecipe(vlm=str(triple.vlm), reasoner=str(triple.reasoner), base=str(triple.base), prior=prior, **extra)
+
+
+@pytest.mark.parametrize(("family", "layout", "sharded", "extra_vocab", "prior"), CASES, ids=[c[0] for c in CASES])
+def test_merge_matches_independent_reference(tiny_triple, tmp_path: Path, family, layout, sharded, extra_vocab, prior):
+    triple = tiny_triple(family, layout=layout, sharded=sharded, vlm_extra_vocab=extra_vocab)
+    out = tmp_path / "merged"
+    result = merge(_recipe(triple, prior), out, progress=False)
+    ref = reference_merge(triple.vlm, triple.reasoner, triple.base, prior.kind, prior.alpha)
+
+    report = json.loads((out / "merge_report.json").read_text())
+    assert len(report["blocks"]) == len(ref["blocks"]) == len(result.coefficients)
+    for got, want in zip(report["blocks"], ref["blocks"], strict=True):
+        for key in ("norm_v_sq", "norm_r_sq", "w_v", "lambda_v", "lambda_r"):
+            assert got[key] == pytest.approx(want[key], rel=1e-5), key
+        assert got["cos"] == pytest.approx(want["cos"], abs=1e-5)
+
+    merged, vlm_state = load_dir(out), ref["vlm_state"]
+    assert set(merged) == set(vlm_state), "output must hold exactly the VLM's tensor set"
+    for name, expected in ref["expected"].items():
+        assert merged[name].dtype == vlm_state[name].dtype
+        torch.testing.assert_close(merged[name].double(), expected, rtol=1e-5, atol=1e-6, msg=name)
+    for name, tensor in vlm_state.items():
+        if name not in ref["expected"]:  # vision tower, projector, embeddings, norm, lm_head
+            assert torch.equal(merged[name], tensor), f"{name} must be the VLM's, bit-exact"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_merged_model_loads_and_sees_an_image(tiny_triple, tmp_path: Path, family: str):
+    triple = tiny_triple(family)
+    out = tmp_path / "merged"
+    merge(_recipe(triple, Prior(kind="exponential", alpha=0.1)), out, progress=False)
+    model, info = AutoModelForImageTextToText.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    config = json.loads((out / "config.json").read_text())
+    assert isinstance(config["tie_word_embeddings"], bool)
+    with torch.no_grad():
+        logits = model(**image_forward_inputs(out)).logits
+    assert torch.isfinite(logits).all()
+    for side_file in ("tokenizer.json", "chat_template.jinja", "generation_config.json"):
+        assert (out / side_file).is_file() == (triple.vlm / side_file).is_file(), side_file
+
+
+def test_merge_shared_embeddings_merges_only_shared_rows(tiny_triple, tmp_path: Path):
+    triple = tiny_triple("llava", layout="hub", sharded=True, vlm_extra_vocab=8)
+    out = tmp_path / "merged"
+    result = merge(_recipe(triple, Prior(kind="none"), embeddings="merge_shared"), out, progress=False)
+    V, R, B, M = (load_dir(d) for d in (triple.vlm, triple.reasoner, triple.base, out))
+    embed_v = next(n for n in V if n.endswith("embed_tokens.weight"))
+    embed_r = next(n for n in R if n.endswith("embed_tokens.weight"))
+    rows = R[embed_r].shape[0]
+    assert V[embed_v].shape[0] == rows + 8
+    first = result.coefficients[0]
+    theta_0 = B[embed_r].double()
+    expected = theta_0 + first.lambda_v * (V[embed_v][:rows].double() - theta_0) + first.lambda_r * (R[embed_r].double() - theta_0)
+    torch.testing.assert_close(M[embed_v][:rows].double(), expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(M[embed_v][rows:], V[embed_v][rows:]), "the VLM's own extra token rows are kept"
+    shared = {record.tensor: record for record in result.shared}
+    assert shared[embed_v].action == "merged" and shared[embed_v].merged_rows == rows
+
+
+def test_explicit_dtype_casts_every_float_tensor(tiny_triple, tmp_path: Path):
+    triple = tiny_triple("qwen2_vl")
+    out = tmp_path / "merged"
+    merge(_recipe(triple, Prior(kind="none"), dtype="bfloat16"), out, progress=False)
+    merged = load_dir(out)
+    assert {t.dtype for t in merged.values() if t.is_floating_point()} == {torch.bfloat16}
+    assert json.loads((out / "config.json").read_text()).get("dtype") == "bfloat16"
+
+
+def test_identity_coefficients_reproduce_the_vlm(tiny_triple, tmp_path: Path):
+    """λ = (1, 0) must give back the VLM's tensor bit for bit, whatever the chunking."""
+    triple = tiny_triple("qwen2_vl")
+    with Checkpoint(triple.vlm) as v, Checkpoint(triple.reasoner) as r, Checkpoint(triple.base) as b:
+        name_v = next(n for n in v.names() if n.endswith("layers.1.mlp.down_proj.weight"))
+        name_r = next(n for n in r.names() if n.endswith("layers.1.mlp.down_proj.weight"))
+        info = v.info(name_v)
+        writer = ShardedWriter(tmp_path, [PlannedTensor(name_v, info.dtype, info.shape)], 1 << 30)
+        ws = Workspace(7, info.dtype)  # a chunk size that does not divide the tensor
+        sources = (Source("vlm", v, name_v), Source("reasoner", r, name_r), Source("base", b, name_r))
+        write_merged(ws, writer, name_v, sources, 1.0, 0.0, info.numel, info.numel)
+        writer.close()
+        assert torch.equal(load_dir(tmp_path)[name_v], v.load(name_v))
