@@ -29,6 +29,11 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("error: interrupted; nothing was written to the output", err=True)
             sys.exit(130)
+        except Exception as exc:
+            if logging.getLogger().isEnabledFor(logging.INFO):
+                raise
+            click.echo(f"error: unexpected {type(exc).__name__}: {exc} (rerun with -v for the traceback)", err=True)
+            sys.exit(EXIT_BAD_INPUT)
 
 
 @click.group(cls=_Group)

@@ -30,6 +30,7 @@ from frankmerge.checkpoints.output import (
 from frankmerge.checkpoints.writer import PlannedTensor, ShardedWriter, parse_size
 from frankmerge.inputs import RoleInput, open_inputs
 from frankmerge.methods.frank import BlockCoefficients, BlockStats, frank_coefficients, prior_weights
+from frankmerge.errors import RecipeError
 from frankmerge.recipe import MergeRecipe
 from frankmerge.report import write_model_card, write_report
 from frankmerge.streaming import Source, Sums, Workspace, task_vector_sums, write_copy, write_merged
@@ -90,6 +91,12 @@ def _merge_opened(
 ) -> MergeResult:
     vlm = inputs["vlm"]
     layout = vlm.layout
+    profiled = recipe.prior.profile_layers
+    if profiled is not None and profiled != layout.num_blocks:
+        raise RecipeError(
+            f"--profile {recipe.prior.profile}: profiled a model with {profiled} layers, but the VLM has "
+            f"{layout.num_blocks}; profile this VLM with `frankmerge profile`"
+        )
     out_dtype = _output_dtype(recipe, vlm)
     keep_copy_dtype = recipe.dtype == "auto"
     plan = _plan(vlm, out_dtype, keep_copy_dtype)
@@ -129,10 +136,17 @@ def _merge_opened(
             wall_time_s=time.perf_counter() - started,
             peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         )
-        write_model_card(staging, out.name, recipe, result.report)
-        (staging / "frankmerge_recipe.yaml").write_text(recipe.to_yaml())
+        reproducible = _with_absolute_paths(recipe, inputs)
+        write_model_card(staging, out.name, reproducible, result.report)
+        (staging / "frankmerge_recipe.yaml").write_text(reproducible.to_yaml())
     log.info("merged into %s", out)
     return result
+
+
+def _with_absolute_paths(recipe: MergeRecipe, inputs: dict[str, RoleInput]) -> MergeRecipe:
+    """The recipe with local directories made absolute (hub ids stay ids), to rerun from anywhere."""
+    update = {role: str(item.path) for role, item in inputs.items() if Path(item.reference).expanduser().exists()}
+    return recipe.model_copy(update=update)
 
 
 def _output_dtype(recipe: MergeRecipe, vlm: RoleInput) -> torch.dtype:

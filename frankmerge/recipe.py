@@ -24,12 +24,14 @@ class _Strict(BaseModel):
 class Prior(_Strict):
     """The modality prior of Eq. 15: which w_V(l) schedule, and its decay rate α.
 
-    ``profile`` records where α came from when it was read from a profile JSON.
+    ``profile`` records where α came from when it was read from a profile JSON, and
+    ``profile_layers`` how many layers the profiled model had (checked against the VLM).
     """
 
     kind: PriorKind
     alpha: float | None = None
     profile: str | None = None
+    profile_layers: int | None = None
 
     @model_validator(mode="after")
     def _alpha_matches_kind(self) -> Prior:
@@ -67,7 +69,7 @@ class MergeRecipe(_Strict):
         return yaml.safe_dump(json.loads(self.model_dump_json(exclude_defaults=False)), sort_keys=False)
 
 
-def prior_from_profile(path: Path, *, num_blocks: int | None = None) -> Prior:
+def prior_from_profile(path: Path) -> Prior:
     """An exponential prior with the α̂ fitted in a profile JSON (written by ``frankmerge profile``)."""
     try:
         data = json.loads(path.read_text())
@@ -76,10 +78,8 @@ def prior_from_profile(path: Path, *, num_blocks: int | None = None) -> Prior:
         raise RecipeError(f"--profile {path}: no such file") from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise RecipeError(f"--profile {path}: not a profile JSON (needs a fitted 'alpha')") from exc
-    layers = data.get("num_layers") if isinstance(data, dict) else None
-    if num_blocks is not None and layers is not None and int(layers) != num_blocks:
-        raise RecipeError(f"--profile {path}: profiled a model with {layers} layers, but the VLM has {num_blocks}")
-    return Prior(kind="exponential", alpha=alpha, profile=str(path))
+    layers = data.get("num_layers")
+    return Prior(kind="exponential", alpha=alpha, profile=str(path), profile_layers=None if layers is None else int(layers))
 
 
 def load_recipe(path: Path) -> MergeRecipe:

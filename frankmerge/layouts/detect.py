@@ -68,11 +68,16 @@ def read_config(directory: Path, role: str) -> ModelConfig:
 
     try:
         config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
-    except (ValueError, KeyError, OSError) as exc:
-        raise LayoutError(
-            f"--{role} {directory}: transformers cannot read its config (model_type {model_type!r}); "
-            "models that need remote code are not executed — pass a transformers-native checkpoint"
-        ) from exc
+    except Exception as exc:  # transformers raises ValueError, KeyError, OSError and validation errors
+        from transformers import CONFIG_MAPPING
+
+        if model_type not in CONFIG_MAPPING:
+            raise LayoutError(
+                f"--{role} {directory}: transformers does not know model_type {model_type!r}; models that need "
+                "remote code are never executed — pass a transformers-native checkpoint"
+            ) from exc
+        reason = str(exc).strip().splitlines()[-1].strip()
+        raise CorruptCheckpointError(f"{path}: invalid config ({reason}); fix or re-download config.json") from exc
     text = config.get_text_config()
     tie = getattr(config, "tie_word_embeddings", None)
     return ModelConfig(

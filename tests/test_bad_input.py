@@ -1,0 +1,255 @@
+"""Every bad input gets a one-line error naming the problem, a non-zero exit, and no output."""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
+
+from frankmerge import FrankmergeError, MergeRecipe, Prior, merge
+from frankmerge.cli import main
+from frankmerge.errors import DiskFullError
+
+
+def run_cli(args: list[str]) -> tuple[int, str]:
+    result = CliRunner().invoke(main, args)
+    return result.exit_code, result.output
+
+
+def merge_args(vlm: Path, reasoner: Path, base: Path, out: Path, *extra: str) -> list[str]:
+    return ["merge", "--vlm", str(vlm), "--reasoner", str(reasoner), "--base", str(base), "--out", str(out), "-q", *extra]
+
+
+def assert_refused(args: list[str], out: Path, *needles: str) -> str:
+    code, output = run_cli(args)
+    assert code != 0, output
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert not out.exists(), "a failed merge must not create the output"
+    assert not [p for p in out.parent.iterdir() if "frankmerge-partial" in p.name], "staging directory left behind"
+    return lines[0]
+
+
+def rewrite(directory: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    """Apply ``edit(name, tensor) -> tensor | None`` to every tensor of a single-file checkpoint."""
+    path = directory / "model.safetensors"
+    state = load_file(path)
+    edited = {name: new for name, tensor in state.items() if (new := edit(name, tensor)) is not None}
+    save_file(edited, path, metadata={"format": "pt"})
+
+
+@pytest.fixture
+def triple(tiny_triple, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A private copy of a tiny Qwen2-VL triple that a test may damage."""
+    source = tiny_triple("qwen2_vl")
+    for role in ("vlm", "reasoner", "base"):
+        shutil.copytree(getattr(source, role), tmp_path / role)
+    return tmp_path / "vlm", tmp_path / "reasoner", tmp_path / "base"
+
+
+def test_missing_path(triple, tmp_path: Path):
+    vlm, reasoner, base = triple
+    assert_refused(merge_args(vlm, tmp_path / "nope", base, tmp_path / "out", "--no-prior"), tmp_path / "out", "--reasoner", "no such directory")
+
+
+def test_uncached_hub_id(triple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    vlm, _, base = triple
+    line = assert_refused(
+        merge_args(vlm, "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", base, tmp_path / "out", "--no-prior"),  # type: ignore[arg-type]
+        tmp_path / "out",
+        "not in the local Hugging Face cache",
+    )
+    assert "hf download deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B" in line
+
+
+def test_no_prior_option_says_which_to_pass(triple, tmp_path: Path):
+    assert_refused(merge_args(*triple, tmp_path / "out"), tmp_path / "out", "--alpha", "--profile", "--no-prior")
+
+
+def test_two_prior_options_are_refused(triple, tmp_path: Path):
+    assert_refused(merge_args(*triple, tmp_path / "out", "--alpha", "0.1", "--no-prior"), tmp_path / "out", "choose one prior")
+
+
+def test_block_count_mismatch(triple, tmp_path: Path):
+    vlm, reasoner, base = triple
+    rewrite(reasoner, lambda name, t: None if ".layers.3." in name else t)
+    config = json.loads((reasoner / "config.json").read_text())
+    config["num_hidden_layers"] = 3
+    config["layer_types"] = config["layer_types"][:3]
+    (reasoner / "config.json").write_text(json.dumps(config))
+    assert_refused(merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior"), tmp_path / "out", "3 decoder blocks", "4")
+
+
+def test_shape_mismatch_lists_the_tensor(triple, tmp_path: Path):
+    vlm, reasoner, base = triple
+    rewrite(reasoner, lambda name, t: t[:-1] if name.endswith("layers.2.mlp.up_proj.weight") else t)
+    assert_refused(
+        merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior"), tmp_path / "out", "not homologous", "block 2: mlp.up_proj.weight"
+    )
+
+
+def test_reasoner_of_another_family(tiny_triple, tmp_path: Path):
+    llava, qwen = tiny_triple("llava"), tiny_triple("qwen2_vl")
+    assert_refused(
+        merge_args(llava.vlm, qwen.reasoner, llava.base, tmp_path / "out", "--no-prior"), tmp_path / "out", "qwen2", "llama"
+    )
+
+
+def test_text_model_given_as_vlm(triple, tmp_path: Path):
+    _, reasoner, base = triple
+    assert_refused(merge_args(reasoner, reasoner, base, tmp_path / "out", "--no-prior"), tmp_path / "out", "text-only")
+
+
+def test_corrupt_safetensors_header(triple, tmp_path: Path):
+    vlm, reasoner, base = triple
+    with (base / "model.safetensors").open("r+b") as handle:
+        handle.seek(8)
+        handle.write(b"\x00garbage")
+    assert_refused(merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior"), tmp_path / "out", "corrupt safetensors header", "model.safetensors")
+
+
+def test_shard_missing_from_index(tiny_triple, tmp_path: Path):
+    source = tiny_triple("llava", layout="hub", sharded=True, vlm_extra_vocab=8)
+    vlm = shutil.copytree(source.vlm, tmp_path / "vlm")
+    victim = sorted(vlm.glob("model-*.safetensors"))[1]
+    victim.unlink()
+    assert_refused(merge_args(vlm, source.reasoner, source.base, tmp_path / "out", "--no-prior"), tmp_path / "out", victim.name, "missing")
+
+
+def test_existing_output_is_kept(triple, tmp_path: Path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    code, output = run_cli(merge_args(*triple, out, "--no-prior"))
+    assert code != 0 and "--overwrite" in output
+    assert (out / "precious.txt").read_text() == "keep me" and len(list(out.iterdir())) == 1
+    code, output = run_cli(merge_args(*triple, out, "--no-prior", "--overwrite"))
+    assert code == 0, output
+    assert not (out / "precious.txt").exists() and (out / "merge_report.json").is_file()
+
+
+def test_unknown_recipe_key(triple, tmp_path: Path):
+    vlm, reasoner, base = triple
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"vlm: {vlm}\nreasoner: {reasoner}\nbase: {base}\nprior: {{kind: none}}\nlamda: 0.3\n")
+    assert_refused(["merge", str(recipe), "--out", str(tmp_path / "out")], tmp_path / "out", "unknown key 'lamda'")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nonfinite_input(triple, tmp_path: Path, bad: float):
+    vlm, reasoner, base = triple
+
+    def poison(name: str, tensor: torch.Tensor) -> torch.Tensor:
+        if name.endswith("layers.1.self_attn.v_proj.weight"):
+            tensor = tensor.clone()
+            tensor[0, 0] = bad
+        return tensor
+
+    rewrite(reasoner, poison)
+    assert_refused(
+        merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior"), tmp_path / "out", "--reasoner", "layers.1.self_attn.v_proj.weight", "--allow-nonfinite"
+    )
+    code, output = run_cli(merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior", "--allow-nonfinite"))
+    assert code == 0, output
+
+
+def test_nonfinite_vision_tensor(triple, tmp_path: Path):
+    vlm, reasoner, base = triple
+    rewrite(vlm, lambda name, t: torch.full_like(t, float("nan")) if name.startswith("visual.") and name.endswith("weight") else t)
+    assert_refused(merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior"), tmp_path / "out", "--vlm", "visual.")
+
+
+def test_pickled_weights_need_the_flag(triple, tmp_path: Path):
+    vlm, reasoner, base = triple
+    state = load_file(reasoner / "model.safetensors")
+    torch.save(state, reasoner / "pytorch_model.bin")
+    (reasoner / "model.safetensors").unlink()
+    assert_refused(merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior"), tmp_path / "out", "--allow-pickle")
+    code, output = run_cli(merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior", "--allow-pickle"))
+    assert code == 0, output
+    report = json.loads((tmp_path / "out" / "merge_report.json").read_text())
+    assert report["inputs"]["reasoner"]["format"] == "pickle"
+
+
+def test_mllama_is_refused_with_a_reason(triple, tmp_path: Path):
+    vlm, reasoner, base = triple
+    (vlm / "config.json").write_text(json.dumps({"model_type": "mllama"}))
+    assert_refused(merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior"), tmp_path / "out", "cross-attention")
+
+
+def test_profile_from_another_model(triple, tmp_path: Path):
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps({"num_layers": 32, "fit": {"alpha": 0.05}}))
+    assert_refused(merge_args(*triple, tmp_path / "out", "--profile", str(profile)), tmp_path / "out", "32 layers", "4")
+
+
+class _FullDisk(io.FileIO):
+    """A file that accepts a few kilobytes and then reports ENOSPC, like a full disk."""
+
+    budget = 4096
+
+    def write(self, data):  # type: ignore[no-untyped-def, override]
+        if _FullDisk.budget <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        _FullDisk.budget -= len(data)
+        return super().write(data)
+
+
+def test_full_disk_removes_the_partial_output(triple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("frankmerge.checkpoints.writer.io.FileIO", _FullDisk)
+    vlm, reasoner, base = triple
+    assert_refused(merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior"), tmp_path / "out", "disk full")
+
+
+def test_disk_too_small_is_refused_before_writing(triple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import shutil as shutil_module
+
+    real = shutil_module.disk_usage
+    monkeypatch.setattr(
+        "frankmerge.checkpoints.output.shutil.disk_usage", lambda path: real(path)._replace(free=1000)
+    )
+    assert_refused(merge_args(*triple, tmp_path / "out", "--no-prior"), tmp_path / "out", "GB free")
+
+
+def test_interrupted_merge_leaves_nothing(triple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    merge_module = importlib.import_module("frankmerge.merge")  # the package exports a function of that name
+
+    calls = {"n": 0}
+    real = merge_module.write_merged
+
+    def interrupt_on_second_block(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] > 15:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(merge_module, "write_merged", interrupt_on_second_block)
+    vlm, reasoner, base = triple
+    recipe = MergeRecipe(vlm=str(vlm), reasoner=str(reasoner), base=str(base), prior=Prior(kind="none"))
+    with pytest.raises(KeyboardInterrupt):
+        merge(recipe, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if "frankmerge" in p.name]
+    code, output = run_cli(merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior"))
+    assert code == 130 and "interrupted" in output
+
+
+def test_errors_are_frankmerge_errors_in_the_api(triple, tmp_path: Path):
+    vlm, reasoner, base = triple
+    recipe = MergeRecipe(vlm=str(vlm), reasoner=str(tmp_path / "missing"), base=str(base), prior=Prior(kind="none"))
+    with pytest.raises(FrankmergeError, match="no such directory"):
+        merge(recipe, tmp_path / "out", progress=False)
+    with pytest.raises(DiskFullError):
+        raise DiskFullError("x")
