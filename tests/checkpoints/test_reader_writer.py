@@ -1,0 +1,107 @@
+"""The streaming writer and lazy reader round-trip tensors exactly and fail loudly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from frankmerge.checkpoints.reader import Checkpoint
+from frankmerge.checkpoints.writer import PlannedTensor, ShardedWriter, parse_size
+from frankmerge.errors import CorruptCheckpointError, UnsafeCheckpointError
+
+
+def _tensors() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return {
+        "a.weight": torch.randn(33, 7, generator=generator).to(torch.bfloat16),
+        "b.bias": torch.randn(5, generator=generator),
+        "c.scalar": torch.tensor(3.0, dtype=torch.float16),
+        "d.ids": torch.arange(10, dtype=torch.int64),
+        "e.empty": torch.zeros(0, 4),
+    }
+
+
+def test_writer_shards_and_round_trips(tmp_path: Path):
+    tensors = _tensors()
+    plan = [PlannedTensor(n, t.dtype, tuple(t.shape)) for n, t in tensors.items()]
+    writer = ShardedWriter(tmp_path, plan, max_shard_bytes=200)
+    for name, tensor in tensors.items():
+        flat = tensor.reshape(-1)
+        for start in range(0, max(flat.numel(), 1), 10):  # several chunks per tensor
+            writer.write(name, flat[start : start + 10])
+    weight_map = writer.close()
+    assert len(set(weight_map.values())) > 1
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert index["weight_map"] == weight_map
+    loaded = {k: v for shard in set(weight_map.values()) for k, v in load_file(tmp_path / shard).items()}
+    assert set(loaded) == set(tensors)
+    for name, tensor in tensors.items():
+        assert torch.equal(loaded[name], tensor) and loaded[name].dtype == tensor.dtype
+
+
+def test_writer_rejects_out_of_order_tensors(tmp_path: Path):
+    plan = [PlannedTensor("x", torch.float32, (2,)), PlannedTensor("y", torch.float32, (2,))]
+    writer = ShardedWriter(tmp_path, plan, 1 << 20)
+    with pytest.raises(RuntimeError, match="expected tensor 'x'"):
+        writer.write("y", torch.zeros(2))
+
+
+def test_reader_reads_chunks_of_any_size(tmp_path: Path):
+    tensors = _tensors()
+    save_file(tensors, tmp_path / "model.safetensors")
+    with Checkpoint(tmp_path) as checkpoint:
+        assert set(checkpoint.names()) == set(tensors)
+        scratch = torch.empty(1024, dtype=torch.uint8)
+        for name, tensor in tensors.items():
+            info = checkpoint.info(name)
+            assert (info.dtype, info.shape) == (tensor.dtype, tuple(tensor.shape))
+            pieces = [chunk.clone() for _, chunk in checkpoint.chunks(name, 4, scratch)]
+            joined = torch.cat(pieces) if pieces else torch.empty(0, dtype=tensor.dtype)
+            assert torch.equal(joined, tensor.reshape(-1))
+
+
+def test_truncated_file_is_reported(tmp_path: Path):
+    save_file(_tensors(), tmp_path / "model.safetensors")
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(data[:-20])
+    with pytest.raises(CorruptCheckpointError, match="past the end of the file"):
+        Checkpoint(tmp_path)
+
+
+def test_index_pointing_to_wrong_shard(tmp_path: Path):
+    save_file({"a": torch.zeros(2)}, tmp_path / "model-00001-of-00002.safetensors")
+    save_file({"b": torch.zeros(2)}, tmp_path / "model-00002-of-00002.safetensors")
+    index = {"weight_map": {"a": "model-00002-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CorruptCheckpointError, match="'a' is listed in shard"):
+        Checkpoint(tmp_path)
+
+
+def test_pickles_refused_by_default(tmp_path: Path):
+    torch.save({"a": torch.ones(3)}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(UnsafeCheckpointError, match="--allow-pickle"):
+        Checkpoint(tmp_path)
+    with Checkpoint(tmp_path, allow_pickle=True) as checkpoint:
+        assert torch.equal(checkpoint.load("a"), torch.ones(3))
+
+
+def test_pickle_with_code_is_not_executed(tmp_path: Path):
+    class Evil:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (Path.touch, (tmp_path / "pwned",))
+
+    torch.save({"a": Evil()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(CorruptCheckpointError, match="weights_only"):
+        Checkpoint(tmp_path, allow_pickle=True)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_parse_size():
+    assert parse_size("5GB") == 5 * 10**9
+    assert parse_size("200KB") == 200_000
+    assert parse_size("1GiB") == 2**30
+    assert parse_size(123) == 123

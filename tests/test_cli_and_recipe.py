@@ -1,0 +1,90 @@
+"""The CLI and recipe files drive the same merge, and hub ids resolve from the local cache."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from frankmerge.checkpoints.resolve import resolve_checkpoint
+from frankmerge.cli import main
+from tests.reference import load_dir
+
+
+def test_recipe_file_reproduces_the_cli_merge(tiny_triple, tmp_path: Path):
+    triple = tiny_triple("qwen2_vl")
+    runner = CliRunner()
+    first = runner.invoke(
+        main,
+        ["merge", "--vlm", str(triple.vlm), "--reasoner", str(triple.reasoner), "--base", str(triple.base),
+         "--out", str(tmp_path / "a"), "--alpha", "0.25", "--max-shard-size", "100KB"],
+    )
+    assert first.exit_code == 0, first.output
+    assert "lambda_V" in first.output and "merged model written" in first.output
+    recipe = tmp_path / "a" / "frankmerge_recipe.yaml"
+    assert yaml.safe_load(recipe.read_text())["prior"] == {"kind": "exponential", "alpha": 0.25, "profile": None, "profile_layers": None}
+    second = runner.invoke(main, ["merge", str(recipe), "--out", str(tmp_path / "b"), "-q"])
+    assert second.exit_code == 0, second.output
+    a, b = load_dir(tmp_path / "a"), load_dir(tmp_path / "b")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    assert len(list((tmp_path / "a").glob("model-*.safetensors"))) > 1
+
+
+def test_cli_flags_override_recipe_keys(tiny_triple, tmp_path: Path):
+    triple = tiny_triple("qwen2_vl")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"vlm": str(triple.vlm), "reasoner": str(triple.reasoner), "base": str(triple.base),
+                                      "prior": {"kind": "none"}}))
+    result = CliRunner().invoke(main, ["merge", str(recipe), "--out", str(tmp_path / "o"), "-q", "--alpha", "0.5", "--dtype", "float32"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "o" / "merge_report.json").read_text())
+    assert report["recipe"]["prior"]["alpha"] == 0.5 and report["output"]["dtype"] == "float32"
+
+
+def test_report_and_model_card(tiny_triple, tmp_path: Path):
+    triple = tiny_triple("llava", layout="hub", sharded=True, vlm_extra_vocab=8)
+    result = CliRunner().invoke(
+        main, ["merge", "--vlm", str(triple.vlm), "--reasoner", str(triple.reasoner), "--base", str(triple.base),
+               "--out", str(tmp_path / "m"), "--profile", str(_profile(tmp_path, 0.2)), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "m" / "merge_report.json").read_text())
+    assert report["recipe"]["prior"]["alpha"] == 0.2 and report["recipe"]["prior"]["profile"].endswith("profile.json")
+    for role in ("vlm", "reasoner", "base"):
+        files = report["inputs"][role]["files"]
+        assert files and all("sha256" in f or "header_sha256" in f for f in files)
+    block = report["blocks"][0]
+    assert {"index", "norm_v_sq", "norm_r_sq", "cos", "w_v", "lambda_v", "lambda_r"} <= block.keys()
+    assert report["wall_time_s"] > 0 and report["peak_rss_bytes"] > 0
+    card = (tmp_path / "m" / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["library_name"] == "transformers"
+    assert front["base_model"] == [str(triple.vlm), str(triple.reasoner), str(triple.base)]
+    assert "| 0 |" in card and "Eq. 16" in card
+
+
+def _profile(tmp_path: Path, alpha: float) -> Path:
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps({"num_layers": 4, "fit": {"alpha": alpha}}))
+    return path
+
+
+def test_hub_id_resolves_from_the_local_cache(tiny_triple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A model in huggingface_hub's cache layout is found offline by its id."""
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--acme--tiny-vlm" / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_triple("qwen2_vl").vlm, snapshot)
+    (cache / "models--acme--tiny-vlm" / "refs").mkdir()
+    (cache / "models--acme--tiny-vlm" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    assert resolve_checkpoint("acme/tiny-vlm", role="vlm") == snapshot
+
+
+def test_layouts_command_lists_families():
+    result = CliRunner().invoke(main, ["layouts"])
+    assert result.exit_code == 0 and "qwen2_5_vl" in result.output and "idefics3" in result.output
