@@ -13,6 +13,7 @@ from frankmerge import __version__
 from frankmerge.errors import FrankmergeError, RecipeError
 from frankmerge.layouts.families import FAMILIES
 from frankmerge.recipe import Prior, build_recipe, load_recipe, prior_from_profile
+from frankmerge.testbed.tiny import FAMILIES as FAMILY_NAMES
 
 EXIT_BAD_INPUT = 1
 
@@ -51,7 +52,9 @@ def main(verbose: bool) -> None:
 @click.option("--base", help="The base LLM both were fine-tuned from.")
 @click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Output directory.")
 @click.option("--alpha", type=float, help="Exponential prior (Eq. 16) with this decay rate α.")
-@click.option("--profile", type=click.Path(path_type=Path, dir_okay=False), help="Exponential prior with the α̂ of a profile JSON.")
+@click.option(
+    "--profile", type=click.Path(path_type=Path, dir_okay=False), help="Exponential prior with the α̂ of a profile JSON."
+)
 @click.option("--no-prior", is_flag=True, help="FRANK without prior (Eq. 13).")
 @click.option("--prior", "prior_kind", type=click.Choice(["linear"]), help="Other prior schedules: linear (ablation).")
 @click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float16", "float32"]), help="Output dtype [auto: the VLM's].")
@@ -92,7 +95,16 @@ def merge(recipe_file: Path | None, out: Path, overwrite: bool, quiet: bool, **o
 
 def _recipe_from(recipe_file: Path | None, options: dict[str, Any]):  # type: ignore[no-untyped-def]
     alpha, profile, no_prior, prior_kind = (options.pop(k) for k in ("alpha", "profile", "no_prior", "prior_kind"))
-    chosen = [flag for flag, given in (("--alpha", alpha is not None), ("--profile", profile), ("--no-prior", no_prior), ("--prior", prior_kind)) if given]
+    chosen = [
+        flag
+        for flag, given in (
+            ("--alpha", alpha is not None),
+            ("--profile", profile),
+            ("--no-prior", no_prior),
+            ("--prior", prior_kind),
+        )
+        if given
+    ]
     if len(chosen) > 1:
         raise RecipeError(f"choose one prior option, got {' and '.join(chosen)}")
     data: dict[str, Any] = {}
@@ -125,16 +137,47 @@ def _print_summary(result: Any) -> None:
     click.echo(f"{'block':>5} {'|tau_V|^2':>11} {'|tau_R|^2':>11} {'cos':>7} {'w_V':>7} {'lambda_V':>9} {'lambda_R':>9}")
     for s, c in zip(result.stats, result.coefficients, strict=True):
         click.echo(
-            f"{s.index:>5} {s.norm_v_sq:>11.4g} {s.norm_r_sq:>11.4g} {s.cos:>+7.3f} {c.w_v:>7.4f} {c.lambda_v:>9.4f} {c.lambda_r:>9.4f}"
+            f"{s.index:>5} {s.norm_v_sq:>11.4g} {s.norm_r_sq:>11.4g} {s.cos:>+7.3f} "
+            f"{c.w_v:>7.4f} {c.lambda_v:>9.4f} {c.lambda_r:>9.4f}"
         )
     click.echo(f"report: {result.out / 'merge_report.json'}  (wall {result.report['wall_time_s']} s)")
+
+
+@main.command()
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("frankmerge-demo"),
+    show_default=True,
+    help="Where the tiny models and merges go.",
+)
+@click.option(
+    "--family",
+    type=click.Choice(sorted(FAMILY_NAMES)),
+    default="qwen2_vl",
+    show_default=True,
+    help="Which VLM family the tiny triple imitates.",
+)
+def demo(workdir: Path, family: str) -> None:
+    """Build a tiny VLM / reasoner / base triple offline, merge it two ways, and load the result."""
+    from frankmerge.demo import run_demo
+
+    runs = run_demo(workdir, family)
+    for run in runs:
+        click.echo(f"\n== {run.name}: {run.result.out}")
+        _print_summary(run.result)
+        click.echo(f"merged VLM loads and runs on an image: {'yes' if run.logits_finite else 'NO (non-finite logits)'}")
+    click.echo(f"\nper-block coefficients of every run: {workdir / 'demo_summary.json'}")
 
 
 @main.command()
 def layouts() -> None:
     """List the layout tables (model families) frankmerge knows."""
     for family in FAMILIES:
-        click.echo(f"{family.name:16} {family.kind:4}  model_type={','.join(family.model_types):16} decoder under {' | '.join(p or '(root)' for p in family.decoder_prefixes)}")
+        click.echo(
+            f"{family.name:16} {family.kind:4}  model_type={','.join(family.model_types):16} "
+            f"decoder under {' | '.join(p or '(root)' for p in family.decoder_prefixes)}"
+        )
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ from frankmerge.checkpoints.output import (
     write_config,
 )
 from frankmerge.checkpoints.writer import PlannedTensor, ShardedWriter, parse_size
+from frankmerge.errors import RecipeError
 from frankmerge.inputs import RoleInput, open_inputs
 from frankmerge.methods.frank import BlockCoefficients, BlockStats, frank_coefficients, prior_weights
-from frankmerge.errors import RecipeError
 from frankmerge.recipe import MergeRecipe
 from frankmerge.report import write_model_card, write_report
 from frankmerge.streaming import Source, Sums, Workspace, task_vector_sums, write_copy, write_merged
@@ -180,17 +180,19 @@ def _merge_block(
     ws: Workspace, writer: ShardedWriter, inputs: dict[str, RoleInput], index: int, w_v: float
 ) -> tuple[BlockStats, BlockCoefficients]:
     """Pass 1: the block's task-vector sums; pass 2: write each tensor with the block's λs."""
-    sources = {suffix: _sources(inputs, lambda layout: layout.blocks[index][suffix]) for suffix in inputs["vlm"].layout.blocks[index]}
+    triples = [
+        _sources(inputs, lambda layout, suffix=suffix: layout.blocks[index][suffix])
+        for suffix in inputs["vlm"].layout.blocks[index]
+    ]
     sums = Sums()
-    for triple in sources.values():
+    for triple in triples:
         sums.add(task_vector_sums(ws, *triple, triple[0].checkpoint.info(triple[0].name).numel))
     stats = BlockStats(index, sums.norm_v_sq, sums.norm_r_sq, sums.dot_vr, sums.norm_0_sq)
     coefficients = frank_coefficients(stats, w_v)
-    for triple in sources.values():
+    for triple in triples:
         numel = triple[0].checkpoint.info(triple[0].name).numel
-        write_merged(
-            ws, writer, triple[0].name, triple, coefficients.lambda_v, coefficients.lambda_r, numel, numel, inputs_checked=True
-        )
+        lambdas = (coefficients.lambda_v, coefficients.lambda_r)
+        write_merged(ws, writer, triple[0].name, triple, *lambdas, numel, numel, inputs_checked=True)
     return stats, coefficients
 
 
@@ -231,6 +233,15 @@ def _write_shared(
         shapes = [s.checkpoint.info(s.name).shape for s in triple]
         rows = min(shape[0] for shape in shapes)
         per_row = vlm_info.numel // vlm_info.shape[0]
-        write_merged(ws, writer, triple[0].name, triple, coefficient.lambda_v, coefficient.lambda_r, rows * per_row, vlm_info.numel)
+        write_merged(
+            ws,
+            writer,
+            triple[0].name,
+            triple,
+            coefficient.lambda_v,
+            coefficient.lambda_r,
+            rows * per_row,
+            vlm_info.numel,
+        )
         records.append(SharedRecord(triple[0].name, "merged", rows, coefficient.lambda_v, coefficient.lambda_r))
     return records

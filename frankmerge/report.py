@@ -104,7 +104,11 @@ def write_report(
         "method": recipe.method,
         "recipe": json.loads(recipe.model_dump_json()),
         "inputs": {role: describe_input(item) for role, item in inputs.items()},
-        "output": {"dtype": dtype_name(out_dtype), "files": weight_files, "tied_lm_head": inputs["vlm"].layout.lm_head is None},
+        "output": {
+            "dtype": dtype_name(out_dtype),
+            "files": weight_files,
+            "tied_lm_head": inputs["vlm"].layout.lm_head is None,
+        },
         "shared_tensors": shared,
         "blocks": block_records(result_stats, coefficients),
         "wall_time_s": round(wall_time_s, 3),

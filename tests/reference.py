@@ -51,8 +51,16 @@ def reference_merge(vlm: Path, reasoner: Path, base: Path, kind: str, alpha: flo
         nv, nr = float(tv @ tv), float(tr @ tr)
         lam_v = w[index] * nv / (w[index] * nv + (1 - w[index]) * nr)
         lam_r = (1 - w[index]) * nr / (w[index] * nv + (1 - w[index]) * nr)
-        blocks.append({"norm_v_sq": nv, "norm_r_sq": nr, "cos": float(tv @ tr) / math.sqrt(nv * nr), "w_v": w[index],
-                       "lambda_v": lam_v, "lambda_r": lam_r})
+        blocks.append(
+            {
+                "norm_v_sq": nv,
+                "norm_r_sq": nr,
+                "cos": float(tv @ tr) / math.sqrt(nv * nr),
+                "w_v": w[index],
+                "lambda_v": lam_v,
+                "lambda_r": lam_r,
+            }
+        )
         for k in keys:
             theta_0 = B[bb[k]].double()
             expected[bv[k]] = theta_0 + lam_v * (V[bv[k]].double() - theta_0) + lam_r * (R[br[k]].double() - theta_0)

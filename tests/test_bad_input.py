@@ -25,7 +25,19 @@ def run_cli(args: list[str]) -> tuple[int, str]:
 
 
 def merge_args(vlm: Path, reasoner: Path, base: Path, out: Path, *extra: str) -> list[str]:
-    return ["merge", "--vlm", str(vlm), "--reasoner", str(reasoner), "--base", str(base), "--out", str(out), "-q", *extra]
+    return [
+        "merge",
+        "--vlm",
+        str(vlm),
+        "--reasoner",
+        str(reasoner),
+        "--base",
+        str(base),
+        "--out",
+        str(out),
+        "-q",
+        *extra,
+    ]
 
 
 def assert_refused(args: list[str], out: Path, *needles: str) -> str:
@@ -59,7 +71,12 @@ def triple(tiny_triple, tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_missing_path(triple, tmp_path: Path):
     vlm, reasoner, base = triple
-    assert_refused(merge_args(vlm, tmp_path / "nope", base, tmp_path / "out", "--no-prior"), tmp_path / "out", "--reasoner", "no such directory")
+    assert_refused(
+        merge_args(vlm, tmp_path / "nope", base, tmp_path / "out", "--no-prior"),
+        tmp_path / "out",
+        "--reasoner",
+        "no such directory",
+    )
 
 
 def test_uncached_hub_id(triple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -96,14 +113,20 @@ def test_shape_mismatch_lists_the_tensor(triple, tmp_path: Path):
     vlm, reasoner, base = triple
     rewrite(reasoner, lambda name, t: t[:-1] if name.endswith("layers.2.mlp.up_proj.weight") else t)
     assert_refused(
-        merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior"), tmp_path / "out", "not homologous", "block 2: mlp.up_proj.weight"
+        merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior"),
+        tmp_path / "out",
+        "not homologous",
+        "block 2: mlp.up_proj.weight",
     )
 
 
 def test_reasoner_of_another_family(tiny_triple, tmp_path: Path):
     llava, qwen = tiny_triple("llava"), tiny_triple("qwen2_vl")
     assert_refused(
-        merge_args(llava.vlm, qwen.reasoner, llava.base, tmp_path / "out", "--no-prior"), tmp_path / "out", "qwen2", "llama"
+        merge_args(llava.vlm, qwen.reasoner, llava.base, tmp_path / "out", "--no-prior"),
+        tmp_path / "out",
+        "qwen2",
+        "llama",
     )
 
 
@@ -117,7 +140,12 @@ def test_corrupt_safetensors_header(triple, tmp_path: Path):
     with (base / "model.safetensors").open("r+b") as handle:
         handle.seek(8)
         handle.write(b"\x00garbage")
-    assert_refused(merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior"), tmp_path / "out", "corrupt safetensors header", "model.safetensors")
+    assert_refused(
+        merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior"),
+        tmp_path / "out",
+        "corrupt safetensors header",
+        "model.safetensors",
+    )
 
 
 def test_shard_missing_from_index(tiny_triple, tmp_path: Path):
@@ -125,7 +153,12 @@ def test_shard_missing_from_index(tiny_triple, tmp_path: Path):
     vlm = shutil.copytree(source.vlm, tmp_path / "vlm")
     victim = sorted(vlm.glob("model-*.safetensors"))[1]
     victim.unlink()
-    assert_refused(merge_args(vlm, source.reasoner, source.base, tmp_path / "out", "--no-prior"), tmp_path / "out", victim.name, "missing")
+    assert_refused(
+        merge_args(vlm, source.reasoner, source.base, tmp_path / "out", "--no-prior"),
+        tmp_path / "out",
+        victim.name,
+        "missing",
+    )
 
 
 def test_existing_output_is_kept(triple, tmp_path: Path):
@@ -159,7 +192,11 @@ def test_nonfinite_input(triple, tmp_path: Path, bad: float):
 
     rewrite(reasoner, poison)
     assert_refused(
-        merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior"), tmp_path / "out", "--reasoner", "layers.1.self_attn.v_proj.weight", "--allow-nonfinite"
+        merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior"),
+        tmp_path / "out",
+        "--reasoner",
+        "layers.1.self_attn.v_proj.weight",
+        "--allow-nonfinite",
     )
     code, output = run_cli(merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior", "--allow-nonfinite"))
     assert code == 0, output
@@ -167,7 +204,10 @@ def test_nonfinite_input(triple, tmp_path: Path, bad: float):
 
 def test_nonfinite_vision_tensor(triple, tmp_path: Path):
     vlm, reasoner, base = triple
-    rewrite(vlm, lambda name, t: torch.full_like(t, float("nan")) if name.startswith("visual.") and name.endswith("weight") else t)
+    rewrite(
+        vlm,
+        lambda name, t: torch.full_like(t, float("nan")) if name.startswith("visual.") and name.endswith("weight") else t,
+    )
     assert_refused(merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior"), tmp_path / "out", "--vlm", "visual.")
 
 
@@ -217,9 +257,7 @@ def test_disk_too_small_is_refused_before_writing(triple, tmp_path: Path, monkey
     import shutil as shutil_module
 
     real = shutil_module.disk_usage
-    monkeypatch.setattr(
-        "frankmerge.checkpoints.output.shutil.disk_usage", lambda path: real(path)._replace(free=1000)
-    )
+    monkeypatch.setattr("frankmerge.checkpoints.output.shutil.disk_usage", lambda path: real(path)._replace(free=1000))
     assert_refused(merge_args(*triple, tmp_path / "out", "--no-prior"), tmp_path / "out", "GB free")
 
 

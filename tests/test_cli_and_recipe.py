@@ -20,13 +20,31 @@ def test_recipe_file_reproduces_the_cli_merge(tiny_triple, tmp_path: Path):
     runner = CliRunner()
     first = runner.invoke(
         main,
-        ["merge", "--vlm", str(triple.vlm), "--reasoner", str(triple.reasoner), "--base", str(triple.base),
-         "--out", str(tmp_path / "a"), "--alpha", "0.25", "--max-shard-size", "100KB"],
+        [
+            "merge",
+            "--vlm",
+            str(triple.vlm),
+            "--reasoner",
+            str(triple.reasoner),
+            "--base",
+            str(triple.base),
+            "--out",
+            str(tmp_path / "a"),
+            "--alpha",
+            "0.25",
+            "--max-shard-size",
+            "100KB",
+        ],
     )
     assert first.exit_code == 0, first.output
     assert "lambda_V" in first.output and "merged model written" in first.output
     recipe = tmp_path / "a" / "frankmerge_recipe.yaml"
-    assert yaml.safe_load(recipe.read_text())["prior"] == {"kind": "exponential", "alpha": 0.25, "profile": None, "profile_layers": None}
+    assert yaml.safe_load(recipe.read_text())["prior"] == {
+        "kind": "exponential",
+        "alpha": 0.25,
+        "profile": None,
+        "profile_layers": None,
+    }
     second = runner.invoke(main, ["merge", str(recipe), "--out", str(tmp_path / "b"), "-q"])
     assert second.exit_code == 0, second.output
     a, b = load_dir(tmp_path / "a"), load_dir(tmp_path / "b")
@@ -37,9 +55,19 @@ def test_recipe_file_reproduces_the_cli_merge(tiny_triple, tmp_path: Path):
 def test_cli_flags_override_recipe_keys(tiny_triple, tmp_path: Path):
     triple = tiny_triple("qwen2_vl")
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({"vlm": str(triple.vlm), "reasoner": str(triple.reasoner), "base": str(triple.base),
-                                      "prior": {"kind": "none"}}))
-    result = CliRunner().invoke(main, ["merge", str(recipe), "--out", str(tmp_path / "o"), "-q", "--alpha", "0.5", "--dtype", "float32"])
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "vlm": str(triple.vlm),
+                "reasoner": str(triple.reasoner),
+                "base": str(triple.base),
+                "prior": {"kind": "none"},
+            }
+        )
+    )
+    result = CliRunner().invoke(
+        main, ["merge", str(recipe), "--out", str(tmp_path / "o"), "-q", "--alpha", "0.5", "--dtype", "float32"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "o" / "merge_report.json").read_text())
     assert report["recipe"]["prior"]["alpha"] == 0.5 and report["output"]["dtype"] == "float32"
@@ -48,8 +76,21 @@ def test_cli_flags_override_recipe_keys(tiny_triple, tmp_path: Path):
 def test_report_and_model_card(tiny_triple, tmp_path: Path):
     triple = tiny_triple("llava", layout="hub", sharded=True, vlm_extra_vocab=8)
     result = CliRunner().invoke(
-        main, ["merge", "--vlm", str(triple.vlm), "--reasoner", str(triple.reasoner), "--base", str(triple.base),
-               "--out", str(tmp_path / "m"), "--profile", str(_profile(tmp_path, 0.2)), "-q"]
+        main,
+        [
+            "merge",
+            "--vlm",
+            str(triple.vlm),
+            "--reasoner",
+            str(triple.reasoner),
+            "--base",
+            str(triple.base),
+            "--out",
+            str(tmp_path / "m"),
+            "--profile",
+            str(_profile(tmp_path, 0.2)),
+            "-q",
+        ],
     )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "m" / "merge_report.json").read_text())

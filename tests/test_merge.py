@@ -80,7 +80,9 @@ def test_merge_shared_embeddings_merges_only_shared_rows(tiny_triple, tmp_path: 
     assert V[embed_v].shape[0] == rows + 8
     first = result.coefficients[0]
     theta_0 = B[embed_r].double()
-    expected = theta_0 + first.lambda_v * (V[embed_v][:rows].double() - theta_0) + first.lambda_r * (R[embed_r].double() - theta_0)
+    expected = (
+        theta_0 + first.lambda_v * (V[embed_v][:rows].double() - theta_0) + first.lambda_r * (R[embed_r].double() - theta_0)
+    )
     torch.testing.assert_close(M[embed_v][:rows].double(), expected, rtol=1e-5, atol=1e-6)
     assert torch.equal(M[embed_v][rows:], V[embed_v][rows:]), "the VLM's own extra token rows are kept"
     shared = {record.tensor: record for record in result.shared}

@@ -21,7 +21,13 @@ from frankmerge.checkpoints.writer import PlannedTensor
 from frankmerge.errors import DiskFullError, IncompleteOutputError, OutputExistsError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".msgpack", ".h5")
-NOT_COPIED = {"config.json", "README.md", "model.safetensors.index.json", "pytorch_model.bin.index.json", ".gitattributes"}
+NOT_COPIED = {
+    "config.json",
+    "README.md",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+    ".gitattributes",
+}
 
 
 def check_output_free(out: Path, *, overwrite: bool) -> None:

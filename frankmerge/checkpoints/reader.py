@@ -127,9 +127,7 @@ class Checkpoint:
         for shard_name in sorted(set(weight_map.values())):
             shard = self.directory / shard_name
             if not shard.is_file():
-                raise CorruptCheckpointError(
-                    f"{shard}: shard listed in {index.name} is missing; re-download the checkpoint"
-                )
+                raise CorruptCheckpointError(f"{shard}: shard listed in {index.name} is missing; re-download the checkpoint")
             self._open_file(shard)
         for name, shard_name in weight_map.items():
             info = self._tensors.get(name)

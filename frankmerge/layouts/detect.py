@@ -15,7 +15,6 @@ from pathlib import Path
 from frankmerge.errors import CorruptCheckpointError, LayoutError
 from frankmerge.layouts.families import BY_MODEL_TYPE, BY_NAME, DECODER_ALIASES, REFUSED, Family
 
-
 # Buffers that old checkpoints store inside blocks but that are not weights (recomputed at load).
 # They are never merged; a VLM's copies are kept as they are.
 NON_WEIGHT_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -128,9 +127,7 @@ def detect_layout(names: list[str], family: Family, config: ModelConfig, role: s
         missing = sorted(set(range(indices[-1] + 1)) - set(indices))
         raise LayoutError(f"--{role}: decoder blocks {missing[:5]} are missing under {prefix}layers.*")
     if len(indices) != config.num_layers:
-        raise LayoutError(
-            f"--{role}: config says {config.num_layers} decoder layers but the checkpoint holds {len(indices)}"
-        )
+        raise LayoutError(f"--{role}: config says {config.num_layers} decoder layers but the checkpoint holds {len(indices)}")
     embed, norm = f"{prefix}embed_tokens.weight", f"{prefix}norm.weight"
     for needed in (embed, norm):
         if needed not in name_set:

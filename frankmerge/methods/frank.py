@@ -71,10 +71,11 @@ def frank_coefficients(stats: BlockStats, w_v: float) -> BlockCoefficients:
     """
     w_r = 1.0 - w_v
     numerator_v = w_v * stats.norm_v_sq
-    numerator_r = w_r * stats.norm_r_sq
-    denom = numerator_v + numerator_r
-    if denom <= 0.0 or not math.isfinite(denom):
-        lambda_v = 0.5 if denom <= 0.0 else math.nan
-    else:
+    denom = numerator_v + w_r * stats.norm_r_sq
+    if denom == 0.0:
+        lambda_v = 0.5
+    elif math.isfinite(denom):
         lambda_v = numerator_v / denom
-    return BlockCoefficients(stats.index, w_v, lambda_v, 1.0 - lambda_v if math.isfinite(lambda_v) else math.nan)
+    else:
+        lambda_v = math.nan
+    return BlockCoefficients(stats.index, w_v, lambda_v, 1.0 - lambda_v)

@@ -23,14 +23,30 @@ from frankmerge.testbed.tiny_tokenizers import THINK_CLOSE, THINK_OPEN, build_vo
 
 TEXT_VOCAB = 512
 N_LAYERS = 4
-TEXT_DIMS: Mapping[str, object] = MappingProxyType(dict(
-    vocab_size=TEXT_VOCAB, hidden_size=64, num_hidden_layers=N_LAYERS, num_attention_heads=4,
-    num_key_value_heads=2, head_dim=16, intermediate_size=128, max_position_embeddings=512,
-    rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=2, pad_token_id=3,
-))
-VISION_DIMS: Mapping[str, object] = MappingProxyType(dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-))
+TEXT_DIMS: Mapping[str, object] = MappingProxyType(
+    dict(
+        vocab_size=TEXT_VOCAB,
+        hidden_size=64,
+        num_hidden_layers=N_LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        intermediate_size=128,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-6,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+    )
+)
+VISION_DIMS: Mapping[str, object] = MappingProxyType(
+    dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+    )
+)
 LAYOUTS: tuple[str, ...] = ("default", "hub", "v5")
 NON_LAYER_SCALE: Mapping[str, float] = MappingProxyType({"reasoner": 0.01, "vlm": 0.015})
 SHARD_SIZE = "200KB"
@@ -95,8 +111,10 @@ def _qwen_vl(processor: str, video: str, patch: int, px: int) -> ProcessorFactor
         return getattr(tf, processor)(
             image_processor=tf.Qwen2VLImageProcessor(size=size, **common),
             video_processor=getattr(tf, video)(size={**size, "longest_edge": 4 * px * px}, **common),
-            tokenizer=tok, chat_template=template,
+            tokenizer=tok,
+            chat_template=template,
         )
+
     return build
 
 
@@ -104,9 +122,14 @@ def _llava(processor: str, image: str, px: int, **image_kw: object) -> Processor
     def build(tok: tf.PreTrainedTokenizerFast, template: str) -> tf.ProcessorMixin:
         ip = getattr(tf, image)(size={"shortest_edge": px}, crop_size={"height": px, "width": px}, **image_kw)
         return getattr(tf, processor)(
-            image_processor=ip, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
-            num_additional_image_tokens=1, chat_template=template,
+            image_processor=ip,
+            tokenizer=tok,
+            patch_size=14,
+            vision_feature_select_strategy="default",
+            num_additional_image_tokens=1,
+            chat_template=template,
         )
+
     return build
 
 
@@ -115,14 +138,15 @@ def _onevision(tok: tf.PreTrainedTokenizerFast, template: str) -> tf.ProcessorMi
     return tf.LlavaOnevisionProcessor(
         image_processor=tf.LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=_PINPOINTS),
         video_processor=tf.LlavaOnevisionVideoProcessor(size=size),
-        tokenizer=tok, num_image_tokens=4, vision_feature_select_strategy="full", chat_template=template,
+        tokenizer=tok,
+        num_image_tokens=4,
+        vision_feature_select_strategy="full",
+        chat_template=template,
     )
 
 
 def _idefics3(tok: tf.PreTrainedTokenizerFast, template: str) -> tf.ProcessorMixin:
-    ip = tf.Idefics3ImageProcessor(
-        size={"longest_edge": 32}, max_image_size={"longest_edge": 32}, do_image_splitting=False
-    )
+    ip = tf.Idefics3ImageProcessor(size={"longest_edge": 32}, max_image_size={"longest_edge": 32}, do_image_splitting=False)
     return tf.Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=template)
 
 
@@ -131,15 +155,15 @@ def _internvl(tok: tf.PreTrainedTokenizerFast, template: str) -> tf.ProcessorMix
     return tf.InternVLProcessor(
         image_processor=tf.GotOcr2ImageProcessor(size=size, crop_to_patches=False),
         video_processor=tf.InternVLVideoProcessor(size=size),
-        tokenizer=tok, image_seq_length=4, chat_template=template,
+        tokenizer=tok,
+        image_seq_length=4,
+        chat_template=template,
     )
 
 
 def _pixtral(tok: tf.PreTrainedTokenizerFast, template: str) -> tf.ProcessorMixin:
     ip = tf.PixtralImageProcessor(size={"longest_edge": 56}, patch_size={"height": 14, "width": 14})
-    return tf.PixtralProcessor(
-        image_processor=ip, tokenizer=tok, patch_size=14, spatial_merge_size=2, chat_template=template
-    )
+    return tf.PixtralProcessor(image_processor=ip, tokenizer=tok, patch_size=14, spatial_merge_size=2, chat_template=template)
 
 
 def _gemma3(tok: tf.PreTrainedTokenizerFast, template: str) -> tf.ProcessorMixin:
@@ -147,10 +171,14 @@ def _gemma3(tok: tf.PreTrainedTokenizerFast, template: str) -> tf.ProcessorMixin
     return tf.Gemma3Processor(image_processor=ip, tokenizer=tok, image_seq_length=4, chat_template=template)
 
 
-_QWEN_TOKENS = MappingProxyType({
-    "image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
-    "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>",
-})
+_QWEN_TOKENS = MappingProxyType(
+    {
+        "image_token_id": "<|image_pad|>",
+        "video_token_id": "<|video_pad|>",
+        "vision_start_token_id": "<|vision_start|>",
+        "vision_end_token_id": "<|vision_end|>",
+    }
+)
 _QWEN_NAMED = MappingProxyType({"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"})
 _QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 _MROPE = {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}}
@@ -161,86 +189,183 @@ _SIGLIP = {"model_type": "siglip_vision_model", **VISION_DIMS, "vision_use_head"
 _SIGLIP_PREFIX = ((r"^vision_tower\.", "vision_tower.vision_model."),)
 _IDEFICS3_GRID = tuple(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7))
 
-SPECS: Mapping[str, FamilySpec] = MappingProxyType({
-    "qwen2_vl": FamilySpec(
-        "qwen2_vl", "qwen2", "qwen2_vl_text",
-        vision=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14),
-        token_keys=_QWEN_TOKENS, named_tokens=_QWEN_NAMED, image_placeholder=_QWEN_IMAGE, image_px=56,
-        make_processor=_qwen_vl("Qwen2VLProcessor", "Qwen2VLVideoProcessor", 14, 56),
-        text_extra=_QWEN2_WINDOW, vlm_text_extra=_MROPE,
-    ),
-    "qwen2_5_vl": FamilySpec(
-        "qwen2_5_vl", "qwen2", "qwen2_5_vl_text",
-        vision=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                    patch_size=14, window_size=56, fullatt_block_indexes=[1]),
-        token_keys=_QWEN_TOKENS, named_tokens=_QWEN_NAMED, image_placeholder=_QWEN_IMAGE, image_px=56,
-        make_processor=_qwen_vl("Qwen2_5_VLProcessor", "Qwen2VLVideoProcessor", 14, 56),
-        text_extra=_QWEN2_WINDOW, vlm_text_extra=_MROPE,
-    ),
-    "qwen3_vl": FamilySpec(
-        "qwen3_vl", "qwen3", "qwen3_vl_text",
-        vision=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                    patch_size=16, num_position_embeddings=16, deepstack_visual_indexes=[1]),
-        token_keys=_QWEN_TOKENS, named_tokens=_QWEN_NAMED, image_placeholder=_QWEN_IMAGE, image_px=64,
-        make_processor=_qwen_vl("Qwen3VLProcessor", "Qwen3VLVideoProcessor", 16, 64),
-        vlm_text_extra={"rope_parameters": {**_MROPE["rope_parameters"], "mrope_interleaved": True}},
-    ),
-    "llava": FamilySpec(
-        "llava", "llama", "llama", vision={"model_type": "clip_vision_model", **_CLIP},
-        token_keys={"image_token_index": "<image>"}, named_tokens=_LLAVA_NAMED, image_placeholder="<image>",
-        image_px=28, make_processor=_llava("LlavaProcessor", "CLIPImageProcessor", 28),
-        vlm_extra={"image_seq_length": 4}, hub_renames=_SIGLIP_PREFIX,
-    ),
-    "llava_next": FamilySpec(
-        "llava_next", "mistral", "mistral", vision={"model_type": "clip_vision_model", **_CLIP},
-        token_keys={"image_token_index": "<image>"}, named_tokens=_LLAVA_NAMED, image_placeholder="<image>",
-        image_px=28,
-        make_processor=_llava("LlavaNextProcessor", "LlavaNextImageProcessor", 28, image_grid_pinpoints=_PINPOINTS),
-        vlm_extra={"image_seq_length": 4, "image_grid_pinpoints": _PINPOINTS}, hub_renames=_SIGLIP_PREFIX,
-    ),
-    "llava_onevision": FamilySpec(
-        "llava_onevision", "qwen2", "qwen2",
-        vision={**_SIGLIP, "image_size": 28, "patch_size": 14},
-        token_keys={"image_token_index": "<image>", "video_token_index": "<video>"},
-        named_tokens={"image_token": "<image>", "video_token": "<video>"}, image_placeholder="<image>",
-        image_px=28, make_processor=_onevision,
-        vlm_extra={"image_grid_pinpoints": _PINPOINTS}, hub_renames=_SIGLIP_PREFIX,
-    ),
-    "idefics3": FamilySpec(
-        "idefics3", "llama", "llama", vision={**VISION_DIMS, "image_size": 32, "patch_size": 8},
-        token_keys={"image_token_id": "<image>"}, named_tokens={},
-        extra_tokens=("<image>", "<fake_token_around_image>", "<end_of_utterance>", "<global-img>", *_IDEFICS3_GRID),
-        image_placeholder="<image>", image_px=32, make_processor=_idefics3, vlm_extra={"scale_factor": 2},
-    ),
-    "internvl": FamilySpec(
-        "internvl", "qwen2", "qwen2", vision={**VISION_DIMS, "image_size": [56, 56], "patch_size": [14, 14]},
-        token_keys={"image_token_id": "<IMG_CONTEXT>"},
-        named_tokens={"start_image_token": "<img>", "end_image_token": "</img>",
-                      "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"},
-        image_placeholder="<IMG_CONTEXT>", image_px=56, make_processor=_internvl, tied=True,
-        vlm_extra={"image_seq_length": 4},
-    ),
-    "mistral3": FamilySpec(
-        "mistral3", "mistral", "mistral",
-        vision={**VISION_DIMS, "head_dim": 16, "image_size": 56, "patch_size": 14},
-        token_keys={"image_token_index": "[IMG]"}, named_tokens={},
-        extra_tokens=("[IMG]", "[IMG_BREAK]", "[IMG_END]"),
-        image_placeholder="[IMG]", image_px=56, make_processor=_pixtral, tied=True,
-        vlm_extra={"spatial_merge_size": 2, "vision_feature_layer": -1},
-    ),
-    "gemma3": FamilySpec(
-        "gemma3", "gemma3_text", "gemma3_text",
-        vision={**_SIGLIP, "image_size": 32, "patch_size": 8},
-        token_keys={"image_token_index": "<image_soft_token>", "boi_token_index": "<start_of_image>",
-                    "eoi_token_index": "<end_of_image>"},
-        named_tokens={"image_token": "<image_soft_token>", "boi_token": "<start_of_image>",
-                      "eoi_token": "<end_of_image>"},
-        image_placeholder="<start_of_image>", image_px=32, make_processor=_gemma3, tied=True,
-        text_extra={"query_pre_attn_scalar": 16, "sliding_window": 32,
-                    "layer_types": ["sliding_attention"] * (N_LAYERS - 1) + ["full_attention"]},
-        vlm_extra={"mm_tokens_per_image": 4}, hub_renames=_SIGLIP_PREFIX,
-    ),
-})
+SPECS: Mapping[str, FamilySpec] = MappingProxyType(
+    {
+        "qwen2_vl": FamilySpec(
+            "qwen2_vl",
+            "qwen2",
+            "qwen2_vl_text",
+            vision=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14),
+            token_keys=_QWEN_TOKENS,
+            named_tokens=_QWEN_NAMED,
+            image_placeholder=_QWEN_IMAGE,
+            image_px=56,
+            make_processor=_qwen_vl("Qwen2VLProcessor", "Qwen2VLVideoProcessor", 14, 56),
+            text_extra=_QWEN2_WINDOW,
+            vlm_text_extra=_MROPE,
+        ),
+        "qwen2_5_vl": FamilySpec(
+            "qwen2_5_vl",
+            "qwen2",
+            "qwen2_5_vl_text",
+            vision=dict(
+                depth=2,
+                hidden_size=32,
+                intermediate_size=64,
+                num_heads=2,
+                out_hidden_size=64,
+                patch_size=14,
+                window_size=56,
+                fullatt_block_indexes=[1],
+            ),
+            token_keys=_QWEN_TOKENS,
+            named_tokens=_QWEN_NAMED,
+            image_placeholder=_QWEN_IMAGE,
+            image_px=56,
+            make_processor=_qwen_vl("Qwen2_5_VLProcessor", "Qwen2VLVideoProcessor", 14, 56),
+            text_extra=_QWEN2_WINDOW,
+            vlm_text_extra=_MROPE,
+        ),
+        "qwen3_vl": FamilySpec(
+            "qwen3_vl",
+            "qwen3",
+            "qwen3_vl_text",
+            vision=dict(
+                depth=2,
+                hidden_size=32,
+                intermediate_size=64,
+                num_heads=2,
+                out_hidden_size=64,
+                patch_size=16,
+                num_position_embeddings=16,
+                deepstack_visual_indexes=[1],
+            ),
+            token_keys=_QWEN_TOKENS,
+            named_tokens=_QWEN_NAMED,
+            image_placeholder=_QWEN_IMAGE,
+            image_px=64,
+            make_processor=_qwen_vl("Qwen3VLProcessor", "Qwen3VLVideoProcessor", 16, 64),
+            vlm_text_extra={"rope_parameters": {**_MROPE["rope_parameters"], "mrope_interleaved": True}},
+        ),
+        "llava": FamilySpec(
+            "llava",
+            "llama",
+            "llama",
+            vision={"model_type": "clip_vision_model", **_CLIP},
+            token_keys={"image_token_index": "<image>"},
+            named_tokens=_LLAVA_NAMED,
+            image_placeholder="<image>",
+            image_px=28,
+            make_processor=_llava("LlavaProcessor", "CLIPImageProcessor", 28),
+            vlm_extra={"image_seq_length": 4},
+            hub_renames=_SIGLIP_PREFIX,
+        ),
+        "llava_next": FamilySpec(
+            "llava_next",
+            "mistral",
+            "mistral",
+            vision={"model_type": "clip_vision_model", **_CLIP},
+            token_keys={"image_token_index": "<image>"},
+            named_tokens=_LLAVA_NAMED,
+            image_placeholder="<image>",
+            image_px=28,
+            make_processor=_llava("LlavaNextProcessor", "LlavaNextImageProcessor", 28, image_grid_pinpoints=_PINPOINTS),
+            vlm_extra={"image_seq_length": 4, "image_grid_pinpoints": _PINPOINTS},
+            hub_renames=_SIGLIP_PREFIX,
+        ),
+        "llava_onevision": FamilySpec(
+            "llava_onevision",
+            "qwen2",
+            "qwen2",
+            vision={**_SIGLIP, "image_size": 28, "patch_size": 14},
+            token_keys={"image_token_index": "<image>", "video_token_index": "<video>"},
+            named_tokens={"image_token": "<image>", "video_token": "<video>"},
+            image_placeholder="<image>",
+            image_px=28,
+            make_processor=_onevision,
+            vlm_extra={"image_grid_pinpoints": _PINPOINTS},
+            hub_renames=_SIGLIP_PREFIX,
+        ),
+        "idefics3": FamilySpec(
+            "idefics3",
+            "llama",
+            "llama",
+            vision={**VISION_DIMS, "image_size": 32, "patch_size": 8},
+            token_keys={"image_token_id": "<image>"},
+            named_tokens={},
+            extra_tokens=(
+                "<image>",
+                "<fake_token_around_image>",
+                "<end_of_utterance>",
+                "<global-img>",
+                *_IDEFICS3_GRID,
+            ),
+            image_placeholder="<image>",
+            image_px=32,
+            make_processor=_idefics3,
+            vlm_extra={"scale_factor": 2},
+        ),
+        "internvl": FamilySpec(
+            "internvl",
+            "qwen2",
+            "qwen2",
+            vision={**VISION_DIMS, "image_size": [56, 56], "patch_size": [14, 14]},
+            token_keys={"image_token_id": "<IMG_CONTEXT>"},
+            named_tokens={
+                "start_image_token": "<img>",
+                "end_image_token": "</img>",
+                "context_image_token": "<IMG_CONTEXT>",
+                "video_token": "<video>",
+            },
+            image_placeholder="<IMG_CONTEXT>",
+            image_px=56,
+            make_processor=_internvl,
+            tied=True,
+            vlm_extra={"image_seq_length": 4},
+        ),
+        "mistral3": FamilySpec(
+            "mistral3",
+            "mistral",
+            "mistral",
+            vision={**VISION_DIMS, "head_dim": 16, "image_size": 56, "patch_size": 14},
+            token_keys={"image_token_index": "[IMG]"},
+            named_tokens={},
+            extra_tokens=("[IMG]", "[IMG_BREAK]", "[IMG_END]"),
+            image_placeholder="[IMG]",
+            image_px=56,
+            make_processor=_pixtral,
+            tied=True,
+            vlm_extra={"spatial_merge_size": 2, "vision_feature_layer": -1},
+        ),
+        "gemma3": FamilySpec(
+            "gemma3",
+            "gemma3_text",
+            "gemma3_text",
+            vision={**_SIGLIP, "image_size": 32, "patch_size": 8},
+            token_keys={
+                "image_token_index": "<image_soft_token>",
+                "boi_token_index": "<start_of_image>",
+                "eoi_token_index": "<end_of_image>",
+            },
+            named_tokens={
+                "image_token": "<image_soft_token>",
+                "boi_token": "<start_of_image>",
+                "eoi_token": "<end_of_image>",
+            },
+            image_placeholder="<start_of_image>",
+            image_px=32,
+            make_processor=_gemma3,
+            tied=True,
+            text_extra={
+                "query_pre_attn_scalar": 16,
+                "sliding_window": 32,
+                "layer_types": ["sliding_attention"] * (N_LAYERS - 1) + ["full_attention"],
+            },
+            vlm_extra={"mm_tokens_per_image": 4},
+            hub_renames=_SIGLIP_PREFIX,
+        ),
+    }
+)
 FAMILIES: tuple[str, ...] = tuple(SPECS)
 
 _LAYER_RE = re.compile(r"\.layers\.(\d+)\.")
@@ -258,13 +383,21 @@ def _text_config(spec: FamilySpec) -> tf.PretrainedConfig:
 def _vlm_config(spec: FamilySpec, vocab: Mapping[str, int], extra_vocab: int) -> tf.PretrainedConfig:
     """Text dims match the LLM's exactly; tying is written at the top level because only it counts."""
     text = {
-        "model_type": spec.vlm_text_type, **TEXT_DIMS, **spec.text_extra, **spec.vlm_text_extra,
-        "vocab_size": TEXT_VOCAB + extra_vocab, "tie_word_embeddings": spec.tied,
+        "model_type": spec.vlm_text_type,
+        **TEXT_DIMS,
+        **spec.text_extra,
+        **spec.vlm_text_extra,
+        "vocab_size": TEXT_VOCAB + extra_vocab,
+        "tie_word_embeddings": spec.tied,
     }
     ids = {key: vocab[token] for key, token in spec.token_keys.items()}
     return tf.AutoConfig.for_model(
-        spec.vlm_type, text_config=text, vision_config=dict(spec.vision), tie_word_embeddings=spec.tied,
-        **ids, **spec.vlm_extra,
+        spec.vlm_type,
+        text_config=text,
+        vision_config=dict(spec.vision),
+        tie_word_embeddings=spec.tied,
+        **ids,
+        **spec.vlm_extra,
     )
 
 
@@ -309,6 +442,7 @@ def _vlm_text_targets(vlm: tf.PreTrainedModel, names: list[str]) -> dict[str, st
 
 def _rename_tensors(path: Path, renames: tuple[tuple[str, str], ...]) -> None:
     """Rewrite safetensors files (and the index) with legacy hub tensor names."""
+
     def rename(key: str) -> str:
         for pattern, repl in renames:
             key = re.sub(pattern, repl, key)
@@ -328,9 +462,7 @@ def _save_model(model: tf.PreTrainedModel, path: Path, dtype: torch.dtype, shard
     """Sub-configs get the dtype too: `to()` only updates the top-level config."""
     for name in getattr(model.config, "sub_configs", {}):
         getattr(model.config, name).dtype = dtype
-    model.to(dtype).save_pretrained(
-        path, max_shard_size=SHARD_SIZE if sharded else "50GB", save_original_format=not v5
-    )
+    model.to(dtype).save_pretrained(path, max_shard_size=SHARD_SIZE if sharded else "50GB", save_original_format=not v5)
 
 
 def build_tiny_triple(
@@ -382,8 +514,10 @@ def build_tiny_triple(
 def _vlm_processor(spec: FamilySpec, vocab: Mapping[str, int]) -> tf.ProcessorMixin:
     template = chat_template(image_placeholder=spec.image_placeholder)
     tok = make_tokenizer(
-        vocab, named_specials=spec.named_tokens,
-        extra_specials=[*spec.token_keys.values(), *spec.extra_tokens], template=template,
+        vocab,
+        named_specials=spec.named_tokens,
+        extra_specials=[*spec.token_keys.values(), *spec.extra_tokens],
+        template=template,
     )
     return spec.make_processor(tok, template)
 
@@ -409,5 +543,6 @@ def image_forward_inputs(vlm_dir: Path, dtype: torch.dtype | None = None) -> dic
     inputs = processor(text=[prompt], images=[image], return_tensors="pt")
     return {
         k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
-        for k, v in inputs.items() if isinstance(v, torch.Tensor)
+        for k, v in inputs.items()
+        if isinstance(v, torch.Tensor)
     }

@@ -26,9 +26,15 @@ from frankmerge.testbed.tiny import (
 )
 
 TEXT_CLASS = {
-    "qwen2_vl": "Qwen2ForCausalLM", "qwen2_5_vl": "Qwen2ForCausalLM", "internvl": "Qwen2ForCausalLM",
-    "llava_onevision": "Qwen2ForCausalLM", "llava": "LlamaForCausalLM", "idefics3": "LlamaForCausalLM",
-    "llava_next": "MistralForCausalLM", "mistral3": "MistralForCausalLM", "qwen3_vl": "Qwen3ForCausalLM",
+    "qwen2_vl": "Qwen2ForCausalLM",
+    "qwen2_5_vl": "Qwen2ForCausalLM",
+    "internvl": "Qwen2ForCausalLM",
+    "llava_onevision": "Qwen2ForCausalLM",
+    "llava": "LlamaForCausalLM",
+    "idefics3": "LlamaForCausalLM",
+    "llava_next": "MistralForCausalLM",
+    "mistral3": "MistralForCausalLM",
+    "qwen3_vl": "Qwen3ForCausalLM",
     "gemma3": "Gemma3ForCausalLM",
 }
 _LLAVA = ("language_model.model.", "language_model.lm_head.weight")
@@ -47,8 +53,12 @@ PREFIXES: dict[str, dict[str, tuple[str, str | None, str]]] = {
     "mistral3": {"default": (*_TIED, "vision_tower.")},
     "gemma3": {"default": (*_TIED, "vision_tower."), "hub": (*_TIED, _INFIX)},
 }
-V5_VISION = {"qwen2_vl": "model.visual.", "qwen2_5_vl": "model.visual.", "qwen3_vl": "model.visual.",
-             "idefics3": "model.vision_model."}
+V5_VISION = {
+    "qwen2_vl": "model.visual.",
+    "qwen2_5_vl": "model.visual.",
+    "qwen3_vl": "model.visual.",
+    "idefics3": "model.vision_model.",
+}
 
 
 def expected_prefixes(family: str, layout: str) -> tuple[str, str | None, str]:
@@ -102,8 +112,17 @@ def test_text_models_load_as_the_decoder_class(triples: dict[str, TinyTriple], f
         assert model.config.tie_word_embeddings == SPECS[family].tied
 
 
-SHARED_TEXT_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
-                      "intermediate_size", "rms_norm_eps", "vocab_size", "tie_word_embeddings")
+SHARED_TEXT_FIELDS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "intermediate_size",
+    "rms_norm_eps",
+    "vocab_size",
+    "tie_word_embeddings",
+)
 
 
 def rope_thetas(config: tf.PretrainedConfig) -> dict[str, float]:
