@@ -121,7 +121,7 @@ def _merge_opened(
         except BaseException:
             writer.abort()
             raise
-        verify_output(staging, plan)
+        verify_output(staging, plan, vlm.checkpoint.names())
         copy_side_files(vlm.path, staging)
         write_config(vlm.config.raw, staging, tied=layout.lm_head is None, dtype=out_dtype)
         result.report = write_report(

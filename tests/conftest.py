@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from frankmerge.testbed.tiny import TinyTriple, build_tiny_triple
 
@@ -18,11 +19,15 @@ def tiny_triple(tmp_path_factory: pytest.TempPathFactory) -> BuildTriple:
     """``tiny_triple(family, layout=..., sharded=..., vlm_extra_vocab=...)``, cached per session."""
     cache: dict[tuple[object, ...], TinyTriple] = {}
 
-    def build(family: str, *, layout: str = "default", sharded: bool = False, vlm_extra_vocab: int = 0) -> TinyTriple:
-        key = (family, layout, sharded, vlm_extra_vocab)
+    def build(
+        family: str, *, layout: str = "default", sharded: bool = False, vlm_extra_vocab: int = 0, dtype: str = "float32"
+    ) -> TinyTriple:
+        key = (family, layout, sharded, vlm_extra_vocab, dtype)
         if key not in cache:
-            root = tmp_path_factory.mktemp(f"{family}-{layout}-{'sharded' if sharded else 'single'}")
-            cache[key] = build_tiny_triple(root, family, layout=layout, sharded=sharded, vlm_extra_vocab=vlm_extra_vocab)
+            root = tmp_path_factory.mktemp(f"{family}-{layout}-{'sharded' if sharded else 'single'}-{dtype}")
+            cache[key] = build_tiny_triple(
+                root, family, layout=layout, sharded=sharded, vlm_extra_vocab=vlm_extra_vocab, dtype=getattr(torch, dtype)
+            )
         return cache[key]
 
     return build

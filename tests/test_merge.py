@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,22 +17,25 @@ from frankmerge.streaming import Source, Workspace, write_merged
 from frankmerge.testbed.tiny import FAMILIES, image_forward_inputs
 from tests.reference import load_dir, reference_merge
 
-# (family, layout, sharded, extra VLM vocabulary rows, prior)
+# (family, layout, sharded, extra VLM vocabulary rows, dtype, prior)
 CASES = [
-    ("qwen2_vl", "default", False, 0, Prior(kind="exponential", alpha=0.3)),
-    ("llava", "hub", True, 8, Prior(kind="none")),
-    ("idefics3", "v5", False, 0, Prior(kind="linear")),
-    ("internvl", "v5", True, 0, Prior(kind="exponential", alpha=-0.2)),
+    ("qwen2_vl", "default", False, 0, "float32", Prior(kind="exponential", alpha=0.3)),
+    ("llava", "hub", True, 8, "float32", Prior(kind="none")),
+    ("idefics3", "v5", False, 0, "float32", Prior(kind="linear")),
+    ("internvl", "v5", True, 0, "float32", Prior(kind="exponential", alpha=-0.2)),
+    ("qwen2_5_vl", "v5", True, 0, "bfloat16", Prior(kind="exponential", alpha=0.1)),
 ]
+# float32 outputs match the float64 reference to float32 rounding; bfloat16 outputs to half a bf16 ulp (round to nearest).
+TOLERANCE = {"float32": {"rtol": 1e-5, "atol": 1e-6}, "bfloat16": {"rtol": 2**-8 * 1.001, "atol": 1e-7}}
 
 
 def _recipe(triple, prior: Prior, **extra) -> MergeRecipe:  # type: ignore[no-untyped-def]
     return MergeRecipe(vlm=str(triple.vlm), reasoner=str(triple.reasoner), base=str(triple.base), prior=prior, **extra)
 
 
-@pytest.mark.parametrize(("family", "layout", "sharded", "extra_vocab", "prior"), CASES, ids=[c[0] for c in CASES])
-def test_merge_matches_independent_reference(tiny_triple, tmp_path: Path, family, layout, sharded, extra_vocab, prior):
-    triple = tiny_triple(family, layout=layout, sharded=sharded, vlm_extra_vocab=extra_vocab)
+@pytest.mark.parametrize(("family", "layout", "sharded", "extra_vocab", "dtype", "prior"), CASES, ids=[c[0] for c in CASES])
+def test_merge_matches_independent_reference(tiny_triple, tmp_path: Path, family, layout, sharded, extra_vocab, dtype, prior):
+    triple = tiny_triple(family, layout=layout, sharded=sharded, vlm_extra_vocab=extra_vocab, dtype=dtype)
     out = tmp_path / "merged"
     result = merge(_recipe(triple, prior), out, progress=False)
     ref = reference_merge(triple.vlm, triple.reasoner, triple.base, prior.kind, prior.alpha)
@@ -47,7 +51,7 @@ def test_merge_matches_independent_reference(tiny_triple, tmp_path: Path, family
     assert set(merged) == set(vlm_state), "output must hold exactly the VLM's tensor set"
     for name, expected in ref["expected"].items():
         assert merged[name].dtype == vlm_state[name].dtype
-        torch.testing.assert_close(merged[name].double(), expected, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(merged[name].double(), expected, **TOLERANCE[dtype], msg=name)
     for name, tensor in vlm_state.items():
         if name not in ref["expected"]:  # vision tower, projector, embeddings, norm, lm_head
             assert torch.equal(merged[name], tensor), f"{name} must be the VLM's, bit-exact"
@@ -111,3 +115,27 @@ def test_identity_coefficients_reproduce_the_vlm(tiny_triple, tmp_path: Path):
         write_merged(ws, writer, name_v, sources, 1.0, 0.0, info.numel, info.numel)
         writer.close()
         assert torch.equal(load_dir(tmp_path)[name_v], v.load(name_v))
+
+
+def test_legacy_flat_qwen2_vl_config(tiny_triple, tmp_path: Path):
+    """Hub Qwen2-VL checkpoints keep text fields at the top level with rope_scaling/torch_dtype."""
+    source = tiny_triple("qwen2_vl")
+    vlm = shutil.copytree(source.vlm, tmp_path / "vlm")
+    nested = json.loads((vlm / "config.json").read_text())
+    text = nested.pop("text_config")
+    rope = text.pop("rope_parameters")
+    for key in ("model_type", "dtype", "layer_types"):
+        text.pop(key)
+    flat = {**nested, **text, "torch_dtype": nested.pop("dtype"), "rope_theta": rope["rope_theta"]}
+    flat["rope_scaling"] = {"type": "mrope", "mrope_section": rope["mrope_section"]}
+    flat.pop("dtype", None)
+    (vlm / "config.json").write_text(json.dumps(flat))
+    recipe = MergeRecipe(vlm=str(vlm), reasoner=str(source.reasoner), base=str(source.base), prior=Prior(kind="none"))
+    merge(recipe, tmp_path / "out", progress=False)
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert "text_config" not in written and written["num_hidden_layers"] == 4, "the flat layout is kept"
+    assert written["tie_word_embeddings"] is False and written["torch_dtype"] == "float32"
+    model, info = AutoModelForImageTextToText.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    with torch.no_grad():
+        assert torch.isfinite(model(**image_forward_inputs(tmp_path / "out")).logits).all()

@@ -115,10 +115,13 @@ def write_config(raw: dict[str, object], destination: Path, *, tied: bool, dtype
     return config
 
 
-def verify_output(directory: Path, plan: list[PlannedTensor]) -> None:
-    """Re-read the written headers: exactly the planned names, shapes and dtypes, nothing else."""
+def verify_output(directory: Path, plan: list[PlannedTensor], vlm_names: list[str]) -> None:
+    """Re-read the written headers: exactly the VLM's names, with the planned shapes and dtypes."""
     with Checkpoint(directory) as written:
         expected = {t.name: t for t in plan}
+        if set(expected) != set(vlm_names):
+            dropped = sorted(set(vlm_names) - set(expected))
+            raise IncompleteOutputError(f"merge plan does not cover the VLM's tensors {dropped[:3]}; please report this")
         got = set(written.names())
         missing = sorted(set(expected) - got)
         extra = sorted(got - set(expected))

@@ -105,3 +105,18 @@ def test_parse_size():
     assert parse_size("200KB") == 200_000
     assert parse_size("1GiB") == 2**30
     assert parse_size(123) == 123
+
+
+def test_verify_output_catches_a_dropped_tensor(tmp_path: Path):
+    from frankmerge.checkpoints.output import verify_output
+    from frankmerge.errors import IncompleteOutputError
+
+    plan = [PlannedTensor("kept", torch.float32, (2,))]
+    writer = ShardedWriter(tmp_path, plan, 1 << 20)
+    writer.write("kept", torch.zeros(2))
+    writer.close()
+    verify_output(tmp_path, plan, ["kept"])
+    with pytest.raises(IncompleteOutputError, match="vision.weight"):
+        verify_output(tmp_path, plan, ["kept", "vision.weight"])
+    with pytest.raises(IncompleteOutputError, match="expected torch.bfloat16"):
+        verify_output(tmp_path, [PlannedTensor("kept", torch.bfloat16, (2,))], ["kept"])
