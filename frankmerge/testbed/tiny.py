@@ -150,6 +150,13 @@ def _idefics3(tok: tf.PreTrainedTokenizerFast, template: str) -> tf.ProcessorMix
     return tf.Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=template)
 
 
+def _smolvlm(tok: tf.PreTrainedTokenizerFast, template: str) -> tf.ProcessorMixin:
+    """SmolVLM's processor needs the ``num2words`` package (a test dependency)."""
+    ip = tf.SmolVLMImageProcessor(size={"longest_edge": 32}, max_image_size={"longest_edge": 32}, do_image_splitting=False)
+    video = tf.SmolVLMVideoProcessor(size={"longest_edge": 32}, max_image_size={"longest_edge": 32})
+    return tf.SmolVLMProcessor(image_processor=ip, video_processor=video, tokenizer=tok, image_seq_len=4, chat_template=template)
+
+
 def _internvl(tok: tf.PreTrainedTokenizerFast, template: str) -> tf.ProcessorMixin:
     size = {"height": 56, "width": 56}
     return tf.InternVLProcessor(
@@ -303,6 +310,25 @@ SPECS: Mapping[str, FamilySpec] = MappingProxyType(
             image_placeholder="<image>",
             image_px=32,
             make_processor=_idefics3,
+            vlm_extra={"scale_factor": 2},
+        ),
+        "smolvlm": FamilySpec(
+            "smolvlm",
+            "llama",
+            "llama",
+            vision={**VISION_DIMS, "image_size": 32, "patch_size": 8},
+            token_keys={"image_token_id": "<image>"},
+            named_tokens={},
+            extra_tokens=(
+                "<image>",
+                "<fake_token_around_image>",
+                "<end_of_utterance>",
+                "<global-img>",
+                *_IDEFICS3_GRID,
+            ),
+            image_placeholder="<image>",
+            image_px=32,
+            make_processor=_smolvlm,
             vlm_extra={"scale_factor": 2},
         ),
         "internvl": FamilySpec(

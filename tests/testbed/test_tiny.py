@@ -32,6 +32,7 @@ TEXT_CLASS = {
     "llava_onevision": "Qwen2ForCausalLM",
     "llava": "LlamaForCausalLM",
     "idefics3": "LlamaForCausalLM",
+    "smolvlm": "LlamaForCausalLM",
     "llava_next": "MistralForCausalLM",
     "mistral3": "MistralForCausalLM",
     "qwen3_vl": "Qwen3ForCausalLM",
@@ -49,6 +50,7 @@ PREFIXES: dict[str, dict[str, tuple[str, str | None, str]]] = {
     "llava_next": {"default": (*_LLAVA, "vision_tower."), "hub": (*_LLAVA, _INFIX)},
     "llava_onevision": {"default": (*_LLAVA, "vision_tower."), "hub": (*_LLAVA, _INFIX)},
     "idefics3": {"default": ("model.text_model.", "lm_head.weight", "model.vision_model.")},
+    "smolvlm": {"default": ("model.text_model.", "lm_head.weight", "model.vision_model.")},
     "internvl": {"default": (*_TIED, "vision_tower.")},
     "mistral3": {"default": (*_TIED, "vision_tower.")},
     "gemma3": {"default": (*_TIED, "vision_tower."), "hub": (*_TIED, _INFIX)},
@@ -58,13 +60,14 @@ V5_VISION = {
     "qwen2_5_vl": "model.visual.",
     "qwen3_vl": "model.visual.",
     "idefics3": "model.vision_model.",
+    "smolvlm": "model.vision_model.",
 }
 
 
 def expected_prefixes(family: str, layout: str) -> tuple[str, str | None, str]:
     """hub == default for families whose default save already uses legacy hub names."""
     if layout == "v5":
-        decoder = "model.text_model." if family == "idefics3" else "model.language_model."
+        decoder = "model.text_model." if family in ("idefics3", "smolvlm") else "model.language_model."
         return decoder, (None if SPECS[family].tied else "lm_head.weight"), V5_VISION.get(family, "model.vision_tower.")
     return PREFIXES[family].get(layout, PREFIXES[family]["default"])
 
