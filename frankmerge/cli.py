@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -179,6 +181,21 @@ def layouts() -> None:
             f"decoder under {' | '.join(p or '(root)' for p in family.decoder_prefixes)}"
         )
 
+
+# Command groups that live in their own modules (analysis, DRIFT, evaluation) register here;
+# each module exposes COMMANDS, a list of click commands.
+_COMMAND_MODULES = ("frankmerge.cli_analysis", "frankmerge.cli_drift", "frankmerge.cli_eval")
+
+
+def _register_command_modules() -> None:
+    for module_name in _COMMAND_MODULES:
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        for command in importlib.import_module(module_name).COMMANDS:
+            main.add_command(command)
+
+
+_register_command_modules()
 
 if __name__ == "__main__":
     main()
