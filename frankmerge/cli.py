@@ -14,7 +14,7 @@ import click
 from frankmerge import __version__
 from frankmerge.errors import FrankmergeError, RecipeError
 from frankmerge.layouts.families import FAMILIES
-from frankmerge.recipe import Prior, build_recipe, load_recipe, prior_from_profile
+from frankmerge.recipe import METHOD_PARAMETERS, Prior, build_recipe, load_recipe, prior_from_profile
 from frankmerge.testbed.tiny import FAMILIES as FAMILY_NAMES
 
 EXIT_BAD_INPUT = 1
@@ -53,6 +53,11 @@ def main(verbose: bool) -> None:
 @click.option("--reasoner", help="Reasoning LLM fine-tuned from the VLM's base LLM.")
 @click.option("--base", help="The base LLM both were fine-tuned from.")
 @click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Output directory.")
+@click.option(
+    "--method",
+    type=click.Choice(list(METHOD_PARAMETERS)),
+    help="Merge method [frank]; the baselines use their published defaults unless overridden below.",
+)
 @click.option("--alpha", type=float, help="Exponential prior (Eq. 16) with this decay rate α.")
 @click.option(
     "--profile", type=click.Path(path_type=Path, dir_okay=False), help="Exponential prior with the α̂ of a profile JSON."
@@ -65,6 +70,16 @@ def main(verbose: bool) -> None:
     type=click.Choice(["keep_vlm", "merge_shared"]),
     help="Embeddings, final norm, lm_head: keep the VLM's [default], or merge the rows both vocabularies share.",
 )
+@click.option("--beta", help="linear / layer_swap: VLM weight β [0.9]; one value or a per-layer comma list.")
+@click.option("--lambda-v", help="task_arithmetic: λ_V [0.3]; one value or a per-layer comma list.")
+@click.option("--lambda-r", help="task_arithmetic: λ_R [0.7]; one value or a per-layer comma list.")
+@click.option("--weights", help="ties / dare_*: 'w_V,w_R' [ties 1.6,0.2; dare_linear 0.9,0.1].")
+@click.option("--density", type=float, help="ties: fraction of each task vector kept, in (0, 1] [0.2].")
+@click.option("--drop-rate", type=float, help="dare_*: drop probability p, in (0, 1) [0.5].")
+@click.option("--scale", type=float, help="ties / dare_ties: λ applied to the merged delta [1.0].")
+@click.option("--seed", type=int, help="dare_*: random seed [0].")
+@click.option("--swap-k", "k", type=int, help="layer_swap: blocks kept from the VLM [5].")
+@click.option("--mergekit-compat", is_flag=True, default=None, help="ties / dare_*: mergekit's variants instead of the papers'.")
 @click.option("--max-shard-size", help="Output shard size, e.g. 5GB [default].")
 @click.option("--vlm-layout", help="Override the detected layout table of the VLM (see `frankmerge layouts`).")
 @click.option("--reasoner-layout", help="Override the reasoner's layout table.")
@@ -112,6 +127,10 @@ def _recipe_from(recipe_file: Path | None, options: dict[str, Any]):  # type: ig
     data: dict[str, Any] = {}
     if recipe_file is not None:
         data = load_recipe(recipe_file).model_dump(exclude_unset=True)
+    parameters = {key: options.pop(key) for key in PARAMETER_OPTIONS}
+    parameters = {key: _parse_parameter(key, value) for key, value in parameters.items() if value is not None}
+    if parameters:
+        data["parameters"] = {**data.get("parameters", {}), **parameters}
     layouts = {role: options.pop(f"{role}_layout") for role in ("vlm", "reasoner", "base")}
     if any(layouts.values()):
         data["layouts"] = {**data.get("layouts", {}), **{k: v for k, v in layouts.items() if v}}
@@ -127,11 +146,27 @@ def _recipe_from(recipe_file: Path | None, options: dict[str, Any]):  # type: ig
         data["prior"] = Prior(kind="none")
     elif prior_kind is not None:
         data["prior"] = Prior(kind=prior_kind)
-    if "prior" not in data:
+    if "prior" not in data and data.get("method", "frank") == "frank":
         raise RecipeError(
             "no prior chosen: pass --alpha A (Eq. 16), --profile profile.json, --no-prior (Eq. 13) or --prior linear"
         )
     return build_recipe(data, source=str(recipe_file) if recipe_file else "options")
+
+
+PARAMETER_OPTIONS = ("beta", "lambda_v", "lambda_r", "weights", "density", "drop_rate", "scale", "seed", "k", "mergekit_compat")
+
+
+def _parse_parameter(key: str, value: Any) -> Any:
+    """Comma lists from the command line: per-layer values, or the two TIES/DARE weights."""
+    if key not in ("beta", "lambda_v", "lambda_r", "weights"):
+        return value
+    try:
+        values = [float(part) for part in str(value).split(",")]
+    except ValueError as exc:
+        raise RecipeError(f"--{key.replace('_', '-')} {value!r}: expected a number or a comma-separated list") from exc
+    if key == "weights":
+        return values
+    return values[0] if len(values) == 1 else values
 
 
 def _print_summary(result: Any) -> None:
@@ -140,7 +175,7 @@ def _print_summary(result: Any) -> None:
     for s, c in zip(result.stats, result.coefficients, strict=True):
         click.echo(
             f"{s.index:>5} {s.norm_v_sq:>11.4g} {s.norm_r_sq:>11.4g} {s.cos:>+7.3f} "
-            f"{c.w_v:>7.4f} {c.lambda_v:>9.4f} {c.lambda_r:>9.4f}"
+            f"{'-' if c.w_v is None else format(c.w_v, '.4f'):>7} {c.lambda_v:>9.4f} {c.lambda_r:>9.4f}"
         )
     click.echo(f"report: {result.out / 'merge_report.json'}  (wall {result.report['wall_time_s']} s)")
 

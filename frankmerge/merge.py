@@ -30,10 +30,11 @@ from frankmerge.checkpoints.output import (
 from frankmerge.checkpoints.writer import PlannedTensor, ShardedWriter, parse_size
 from frankmerge.errors import RecipeError
 from frankmerge.inputs import RoleInput, open_inputs
-from frankmerge.methods.frank import BlockCoefficients, BlockStats, frank_coefficients, prior_weights
+from frankmerge.methods.frank import BlockCoefficients, BlockStats
+from frankmerge.methods.registry import Method, build_method
 from frankmerge.recipe import MergeRecipe
 from frankmerge.report import write_model_card, write_report
-from frankmerge.streaming import Source, Sums, Workspace, task_vector_sums, write_copy, write_merged
+from frankmerge.streaming import Source, Sums, Workspace, task_vector_sums, write_copy, write_elementwise, write_merged
 
 log = logging.getLogger(__name__)
 DEFAULT_CHUNK = 1 << 22  # elements per chunk: 4 Mi elements, ~100 MB of buffers in all
@@ -91,8 +92,8 @@ def _merge_opened(
 ) -> MergeResult:
     vlm = inputs["vlm"]
     layout = vlm.layout
-    profiled = recipe.prior.profile_layers
-    if profiled is not None and profiled != layout.num_blocks:
+    profiled = recipe.prior.profile_layers if recipe.prior else None
+    if recipe.prior is not None and profiled is not None and profiled != layout.num_blocks:
         raise RecipeError(
             f"--profile {recipe.prior.profile}: profiled a model with {profiled} layers, but the VLM has "
             f"{layout.num_blocks}; profile this VLM with `frankmerge profile`"
@@ -101,7 +102,9 @@ def _merge_opened(
     keep_copy_dtype = recipe.dtype == "auto"
     plan = _plan(vlm, out_dtype, keep_copy_dtype)
     check_free_space(out, sum(t.nbytes for t in plan) + (1 << 20))
-    w_v = prior_weights(recipe.prior.kind, layout.num_blocks, recipe.prior.alpha)
+    method = build_method(recipe, layout.num_blocks)
+    if method.elementwise and recipe.embeddings == "merge_shared":
+        raise RecipeError(f"embeddings=merge_shared needs a coefficient method; {recipe.method} is element-wise, use keep_vlm")
     ws = Workspace(chunk, out_dtype, allow_nonfinite=recipe.allow_nonfinite)
     result = MergeResult(out, [], [])
 
@@ -110,9 +113,13 @@ def _merge_opened(
         try:
             for name in layout.other:
                 write_copy(ws, writer, name, Source("vlm", vlm.checkpoint, name))
+            precomputed = [_block_stats(ws, inputs, i) for i in range(layout.num_blocks)] if method.global_stats else None
+            if precomputed is not None:
+                method.prepare(precomputed)
             bar = tqdm(range(layout.num_blocks), desc="merging blocks", unit="block", disable=not progress)
             for index in bar:
-                stats, coefficients = _merge_block(ws, writer, inputs, index, w_v[index])
+                known = precomputed[index] if precomputed is not None else None
+                stats, coefficients = _merge_block(ws, writer, inputs, index, method, known)
                 result.stats.append(stats)
                 result.coefficients.append(coefficients)
                 bar.set_postfix(lambda_v=f"{coefficients.lambda_v:.3f}")
@@ -131,6 +138,7 @@ def _merge_opened(
             result_stats=result.stats,
             coefficients=result.coefficients,
             shared=[vars(s) for s in result.shared],
+            method_settings=method.settings,
             out_dtype=out_dtype,
             weight_files=sorted(set(weight_map.values())),
             wall_time_s=time.perf_counter() - started,
@@ -176,20 +184,37 @@ def _plan(vlm: RoleInput, out_dtype: torch.dtype, keep_copy_dtype: bool) -> list
     return plan
 
 
-def _merge_block(
-    ws: Workspace, writer: ShardedWriter, inputs: dict[str, RoleInput], index: int, w_v: float
-) -> tuple[BlockStats, BlockCoefficients]:
-    """Pass 1: the block's task-vector sums; pass 2: write each tensor with the block's λs."""
-    triples = [
+def _block_triples(inputs: dict[str, RoleInput], index: int) -> list[tuple[Source, Source, Source]]:
+    return [
         _sources(inputs, lambda layout, suffix=suffix: layout.blocks[index][suffix])
         for suffix in inputs["vlm"].layout.blocks[index]
     ]
+
+
+def _block_stats(ws: Workspace, inputs: dict[str, RoleInput], index: int) -> BlockStats:
+    """One block's task-vector sums; also proves all three inputs finite (or names the culprit)."""
     sums = Sums()
-    for triple in triples:
+    for triple in _block_triples(inputs, index):
         sums.add(task_vector_sums(ws, *triple, triple[0].checkpoint.info(triple[0].name).numel))
-    stats = BlockStats(index, sums.norm_v_sq, sums.norm_r_sq, sums.dot_vr, sums.norm_0_sq)
-    coefficients = frank_coefficients(stats, w_v)
-    for triple in triples:
+    return BlockStats(index, sums.norm_v_sq, sums.norm_r_sq, sums.dot_vr, sums.norm_0_sq)
+
+
+def _merge_block(
+    ws: Workspace,
+    writer: ShardedWriter,
+    inputs: dict[str, RoleInput],
+    index: int,
+    method: Method,
+    stats: BlockStats | None = None,
+) -> tuple[BlockStats, BlockCoefficients]:
+    """Pass 1: the block's task-vector sums (unless known); pass 2: write the block by ``method``."""
+    if stats is None:
+        stats = _block_stats(ws, inputs, index)
+    coefficients = method.coefficients(stats)
+    for triple in _block_triples(inputs, index):
+        if method.elementwise:
+            write_elementwise(ws, writer, triple[0].name, triple, method.merge_delta)
+            continue
         numel = triple[0].checkpoint.info(triple[0].name).numel
         lambdas = (coefficients.lambda_v, coefficients.lambda_r)
         write_merged(ws, writer, triple[0].name, triple, *lambdas, numel, numel, inputs_checked=True)

@@ -50,12 +50,54 @@ class Layouts(_Strict):
     base: str | None = None
 
 
+MethodName = Literal["frank", "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "layer_swap", "metagpt"]
+PerLayer = float | list[float]
+
+# Which parameters each method takes; anything else is rejected by name.
+METHOD_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "frank": (),
+    "linear": ("beta",),
+    "task_arithmetic": ("lambda_v", "lambda_r"),
+    "ties": ("weights", "density", "scale", "mergekit_compat"),
+    "dare_linear": ("weights", "drop_rate", "seed", "mergekit_compat"),
+    "dare_ties": ("weights", "drop_rate", "scale", "seed", "mergekit_compat"),
+    "layer_swap": ("k", "beta"),
+    "metagpt": (),
+}
+
+
+class Parameters(_Strict):
+    """Method parameters; unset ones take the method's published default (see README)."""
+
+    beta: PerLayer | None = None
+    lambda_v: PerLayer | None = None
+    lambda_r: PerLayer | None = None
+    weights: tuple[float, float] | None = None
+    density: float | None = None
+    drop_rate: float | None = None
+    scale: float | None = None
+    seed: int | None = None
+    k: int | None = None
+    mergekit_compat: bool | None = None
+
+    @model_validator(mode="after")
+    def _ranges(self) -> Parameters:
+        if self.density is not None and not 0.0 < self.density <= 1.0:
+            raise ValueError(f"density must be in (0, 1], got {self.density}")
+        if self.drop_rate is not None and not 0.0 < self.drop_rate < 1.0:
+            raise ValueError(f"drop_rate must be in (0, 1) (1 would drop every entry), got {self.drop_rate}")
+        if self.k is not None and self.k < 0:
+            raise ValueError(f"k must be >= 0, got {self.k}")
+        return self
+
+
 class MergeRecipe(_Strict):
     vlm: str
     reasoner: str
     base: str
-    method: Literal["frank"] = "frank"
-    prior: Prior
+    method: MethodName = "frank"
+    prior: Prior | None = None
+    parameters: Parameters = Parameters()
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     embeddings: Literal["keep_vlm", "merge_shared"] = "keep_vlm"
     max_shard_size: str = "5GB"
@@ -64,6 +106,23 @@ class MergeRecipe(_Strict):
     allow_nonfinite: bool = False
     allow_family_mismatch: bool = False
     allow_download: bool = False
+
+    @model_validator(mode="after")
+    def _method_options(self) -> MergeRecipe:
+        if self.method == "frank" and self.prior is None:
+            raise ValueError(
+                "method frank needs a prior: pass --alpha A (Eq. 16), --profile profile.json, "
+                "--no-prior (Eq. 13) or --prior linear"
+            )
+        if self.method != "frank" and self.prior is not None:
+            raise ValueError(f"method {self.method!r} takes no prior (only frank does)")
+        allowed = METHOD_PARAMETERS[self.method]
+        for key in self.parameters.model_fields_set:
+            if getattr(self.parameters, key) is not None and key not in allowed:
+                raise ValueError(
+                    f"parameter {key!r} does not apply to method {self.method!r} (it takes {', '.join(allowed) or 'none'})"
+                )
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(json.loads(self.model_dump_json(exclude_defaults=False)), sort_keys=False)
@@ -105,9 +164,10 @@ def build_recipe(data: dict[str, object], *, source: str = "recipe") -> MergeRec
 def describe_validation_error(exc: ValidationError) -> str:
     """The first problem of a pydantic error, on one line, naming the key."""
     error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or "recipe"
+    where = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return f"unknown key {where!r}"
     if error["type"] == "missing":
         return f"missing key {where!r}"
-    return f"{where}: {error['msg']}"
+    return f"{where}: {message}" if where else message

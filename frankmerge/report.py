@@ -92,6 +92,7 @@ def write_report(
     result_stats: list[BlockStats],
     coefficients: list[BlockCoefficients],
     shared: list[dict[str, object]],
+    method_settings: dict[str, object],
     out_dtype: torch.dtype,
     weight_files: list[str],
     wall_time_s: float,
@@ -102,6 +103,7 @@ def write_report(
         "version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "method": recipe.method,
+        "method_settings": method_settings,
         "recipe": json.loads(recipe.model_dump_json()),
         "inputs": {role: describe_input(item) for role, item in inputs.items()},
         "output": {
@@ -118,8 +120,27 @@ def write_report(
     return report
 
 
+METHOD_TEXT = {
+    "linear": "BR2V linear merging (θ = β θ_V + (1 − β) θ_R)",
+    "task_arithmetic": "task arithmetic (θ = θ_0 + λ_V τ_V + λ_R τ_R)",
+    "ties": "TIES merging",
+    "dare_linear": "DARE-linear merging",
+    "dare_ties": "DARE-TIES merging",
+    "layer_swap": "BR2V layer swap (first k blocks from the VLM, the rest linear)",
+    "metagpt": "MetaGPT (Eq. 13 over the whole decoder)",
+}
+
+
+def _method_text(recipe: MergeRecipe, settings: dict[str, object]) -> str:
+    if recipe.method != "frank":
+        options = ", ".join(f"{k} = {v}" for k, v in settings.items())
+        return f"{METHOD_TEXT[recipe.method]}{f' ({options})' if options else ''}"
+    return f"FRANK's layer-wise closed-form fusion with {_prior_text(recipe)}"
+
+
 def _prior_text(recipe: MergeRecipe) -> str:
     prior = recipe.prior
+    assert prior is not None
     if prior.kind == "none":
         return "no prior (Eq. 13)"
     if prior.kind == "linear":
@@ -128,13 +149,24 @@ def _prior_text(recipe: MergeRecipe) -> str:
     return f"exponential prior, Eq. 16 with α = {prior.alpha:g}{source}"
 
 
+def _number(value: object) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
 def write_model_card(directory: Path, title: str, recipe: MergeRecipe, report: dict[str, object]) -> None:
     """README.md with hub front matter, the recipe and a per-block coefficient table."""
     bases = "\n".join(f"- {ref}" for ref in (recipe.vlm, recipe.reasoner, recipe.base))
     rows = "\n".join(
-        f"| {b['index']} | {b['norm_v_sq']:.4g} | {b['norm_r_sq']:.4g} | {b['cos']:+.3f} | {b['w_v']:.4f} | "
+        f"| {b['index']} | {b['norm_v_sq']:.4g} | {b['norm_r_sq']:.4g} | {b['cos']:+.3f} | {_number(b['w_v'])} | "
         f"{b['lambda_v']:.4f} | {b['lambda_r']:.4f} |"
         for b in report["blocks"]  # type: ignore[union-attr]
+    )
+    settings = report["method_settings"]
+    method_text = _method_text(recipe, settings)  # type: ignore[arg-type]
+    block_rule = (
+        "Each tensor of a decoder block is θ₀ plus the method's element-wise merge of τ_V and τ_R."
+        if recipe.method in ("ties", "dare_linear", "dare_ties")
+        else "Each decoder block l is θ₀ + λ_V(l) τ_V + λ_R(l) τ_R."
     )
     card = f"""---
 base_model:
@@ -153,9 +185,9 @@ tags:
 
 A training-free merge of the language decoder of **{recipe.vlm}** (vision-language model) with
 **{recipe.reasoner}** (reasoning LLM), both fine-tuned from **{recipe.base}**, made with
-frankmerge {report["version"]} using FRANK's layer-wise closed-form fusion with {_prior_text(recipe)}.
-Each decoder block l is θ₀ + λ_V(l) τ_V + λ_R(l) τ_R; the vision tower and projector are the
-VLM's, unchanged; embeddings, final norm and lm_head follow the `{recipe.embeddings}` policy.
+frankmerge {report["version"]} using {method_text}.
+{block_rule} The vision tower and projector are the VLM's, unchanged; embeddings, final norm
+and lm_head follow the `{recipe.embeddings}` policy.
 
 ## Recipe
 

@@ -8,6 +8,7 @@ per tensor (page faults on new allocations otherwise dominate the run time).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -167,3 +168,35 @@ def _check_finite(ws: Workspace, values: torch.Tensor, source: Source) -> None:
         raise NonFiniteError(
             f"--{source.role} tensor {source.name!r} contains NaN or Inf; fix the checkpoint or pass --allow-nonfinite"
         )
+
+
+def write_elementwise(
+    ws: Workspace,
+    writer: ShardedWriter,
+    out_name: str,
+    sources: tuple[Source, Source, Source],
+    merge_delta: Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor],
+) -> None:
+    """θ_0 + merge_delta(τ_V, τ_R) for methods that need the whole tensor (TIES, DARE).
+
+    Holds this one tensor's task vectors in float32; everything else streams as usual.
+    """
+    vlm, reasoner, base = sources
+    numel = vlm.checkpoint.info(vlm.name).numel
+    shape = vlm.checkpoint.info(vlm.name).shape
+    theta_0 = _load_f32(ws, base, numel)
+    tau_v = _load_f32(ws, vlm, numel).sub_(theta_0)
+    tau_r = _load_f32(ws, reasoner, numel).sub_(theta_0)
+    merged = theta_0.add_(merge_delta(tau_v.reshape(shape), tau_r.reshape(shape), vlm.name).reshape(-1))
+    for start in range(0, max(numel, 1), ws.chunk):
+        count = min(ws.chunk, numel - start)
+        writer.write(out_name, ws.out[:count].copy_(merged[start : start + count]))  # type: ignore[index]
+
+
+def _load_f32(ws: Workspace, source: Source, numel: int) -> torch.Tensor:
+    whole = torch.empty(numel, dtype=torch.float32)
+    for start in range(0, numel, ws.chunk):
+        count = min(ws.chunk, numel - start)
+        raw = source.checkpoint.read_chunk(source.name, start, count, ws.raw[source.role])
+        whole[start : start + count].copy_(raw)
+    return whole

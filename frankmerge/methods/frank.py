@@ -11,7 +11,18 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-PriorKind = Literal["none", "exponential", "linear"]
+PriorKind = Literal["none", "exponential", "linear", "relative", "minmax", "fitted"]
+
+# What each prior schedule reads besides the number of blocks (recipe validation uses this table).
+PRIOR_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "exponential": ("alpha",),
+    "linear": (),
+    "relative": ("alpha",),
+    "minmax": ("alpha",),  # bounds optional, default MINMAX_BOUNDS
+    "fitted": ("alpha", "scale"),
+}
+MINMAX_BOUNDS = (0.1, 0.9)  # default [w_min, w_max] of the min-max rescaled decay
 
 
 @dataclass(frozen=True)
@@ -33,35 +44,75 @@ class BlockStats:
 @dataclass(frozen=True)
 class BlockCoefficients:
     index: int
-    w_v: float
+    w_v: float | None  # the prior's w_V(l); None for methods without a prior
     lambda_v: float
     lambda_r: float
 
 
-def prior_weights(kind: PriorKind, num_blocks: int, alpha: float | None = None) -> list[float]:
-    """w_V(l) for l = 1..L.
+def prior_weights(
+    kind: PriorKind,
+    num_blocks: int,
+    alpha: float | None = None,
+    *,
+    scale: float | None = None,
+    bounds: tuple[float, float] = MINMAX_BOUNDS,
+) -> list[float]:
+    """w_V(l) for l = 1..L (w_R = 1 − w_V); every schedule is documented in docs/profiling.md.
 
-    ``exponential`` is Eq. 16 as written, ``w_V(l) = e^{−α l} / Σ_j e^{−α j}`` (normalised over
-    layers, so each w_V is small); ``linear`` is the paper's layer-indexed linear-decay ablation
-    normalised the same way, ``w_V(l) = (L + 1 − l) / Σ_j (L + 1 − j)``; ``none`` returns 0.5
-    everywhere, which makes Eq. 15 reduce to Eq. 13.
+    * ``exponential`` — Eq. 16 as written: ``e^{−α l} / Σ_j e^{−α j}``. Normalised over layers,
+      so each w_V is about 1/L and λ_V is small unless ‖τ_V‖² ≫ ‖τ_R‖² (the paper's default).
+    * ``linear`` — the paper's linear-decay ablation, normalised the same way: ``(L + 1 − l) / Σ_j (L + 1 − j)``.
+    * ``none`` — 0.5 everywhere, which turns Eq. 15 into Eq. 13.
+    * ``relative`` — ``min(1, e^{−α (l − 1)})`` = â_l / â_1: the fitted decay relative to block 1,
+      not normalised over layers (w_V(1) = 1, so block 1 stays the VLM's).
+    * ``minmax`` — the decay ``s_l = e^{−α (l − 1)}`` rescaled into ``[w_min, w_max]`` (default
+      [0.1, 0.9]): ``w_min + (w_max − w_min) (s_l − min s) / (max s − min s)``; α = 0 gives the midpoint.
+    * ``fitted`` — the fitted visual-attention ratio itself, ``min(1, Ĉ e^{−α l})`` = â_l: on the
+      scale of a_l (needs ``scale`` = Ĉ from the profile).
     """
     layers = range(1, num_blocks + 1)
     if kind == "none":
         return [0.5] * num_blocks
+    if kind == "linear":
+        raw = [float(num_blocks + 1 - l) for l in layers]
+        total = math.fsum(raw)
+        return [r / total for r in raw]
+    if kind not in PRIOR_PARAMETERS:
+        raise ValueError(f"unknown prior {kind!r}")
+    if alpha is None or not math.isfinite(alpha):
+        raise ValueError(f"the {kind} prior needs a finite alpha")
     if kind == "exponential":
-        if alpha is None or not math.isfinite(alpha):
-            raise ValueError("the exponential prior needs a finite alpha")
         # Shift the exponent so that the largest term is e^0: no overflow for any alpha.
         exponents = [-alpha * l for l in layers]
         top = max(exponents)
         raw = [math.exp(e - top) for e in exponents]
-    elif kind == "linear":
-        raw = [float(num_blocks + 1 - l) for l in layers]
-    else:
-        raise ValueError(f"unknown prior {kind!r}")
-    total = math.fsum(raw)
-    return [r / total for r in raw]
+        total = math.fsum(raw)
+        return [r / total for r in raw]
+    if kind == "relative":
+        return [math.exp(min(-alpha * (l - 1), 0.0)) for l in layers]
+    if kind == "minmax":
+        return _minmax(alpha, num_blocks, bounds)
+    if scale is None or not math.isfinite(scale) or scale <= 0:
+        raise ValueError("the fitted prior needs the profile's positive scale C")
+    # min(1, Ĉ e^{−α l}) computed in the log domain, so no alpha can overflow it.
+    return [math.exp(min(math.log(scale) - alpha * l, 0.0)) for l in layers]
+
+
+def _minmax(alpha: float, num_blocks: int, bounds: tuple[float, float]) -> list[float]:
+    w_min, w_max = bounds
+    if not 0.0 <= w_min <= w_max <= 1.0:
+        raise ValueError(f"minmax prior bounds must satisfy 0 <= w_min <= w_max <= 1, got {bounds}")
+    if alpha == 0.0 or num_blocks == 1:
+        return [(w_min + w_max) / 2] * num_blocks
+    # With b = |α|, f_l = (e^{−b(l−1)} − e^{−b(L−1)}) / (1 − e^{−b(L−1)}) falls from 1 to 0; written
+    # with expm1 it keeps full precision for tiny α (where it tends to the linear decay) and never
+    # overflows. A rising decay (α < 0) is the same curve read from the other end.
+    b_abs = abs(alpha)
+    top = -math.expm1(-b_abs * (num_blocks - 1))
+    fractions = [1.0 + math.expm1(-b_abs * (l - 1)) / top for l in range(1, num_blocks + 1)]
+    if alpha < 0:
+        fractions.reverse()
+    return [w_min + (w_max - w_min) * f for f in fractions]
 
 
 def frank_coefficients(stats: BlockStats, w_v: float) -> BlockCoefficients:
