@@ -32,6 +32,8 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("error: interrupted; nothing was written to the output", err=True)
             sys.exit(130)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # --help, usage errors: click reports them itself
         except Exception as exc:
             if logging.getLogger().isEnabledFor(logging.INFO):
                 raise
@@ -80,6 +82,22 @@ def main(verbose: bool) -> None:
 @click.option("--seed", type=int, help="dare_*: random seed [0].")
 @click.option("--swap-k", "k", type=int, help="layer_swap: blocks kept from the VLM [5].")
 @click.option("--mergekit-compat", is_flag=True, default=None, help="ties / dare_*: mergekit's variants instead of the papers'.")
+@click.option(
+    "--think-template", is_flag=True, default=None, help="Chat template opens the assistant turn with <think>\\n (R1 style)."
+)
+@click.option(
+    "--generation-config",
+    type=click.Choice(["reasoning", "vlm"]),
+    help="reasoning [default]: sampling at T 0.6, top-p 0.95, max_new_tokens 8192; vlm: keep the VLM's.",
+)
+@click.option("--reasoning-tokens", help="Reasoner tokens to carry over by text [<think>,</think>].")
+@click.option(
+    "--no-carry-reasoning-tokens",
+    "carry_reasoning_tokens",
+    flag_value=False,
+    default=None,
+    help="Do not add the reasoner's tokens.",
+)
 @click.option("--max-shard-size", help="Output shard size, e.g. 5GB [default].")
 @click.option("--vlm-layout", help="Override the detected layout table of the VLM (see `frankmerge layouts`).")
 @click.option("--reasoner-layout", help="Override the reasoner's layout table.")
@@ -131,6 +149,8 @@ def _recipe_from(recipe_file: Path | None, options: dict[str, Any]):  # type: ig
     parameters = {key: _parse_parameter(key, value) for key, value in parameters.items() if value is not None}
     if parameters:
         data["parameters"] = {**data.get("parameters", {}), **parameters}
+    if options.get("reasoning_tokens") is not None:
+        options["reasoning_tokens"] = [t.strip() for t in options["reasoning_tokens"].split(",") if t.strip()]
     layouts = {role: options.pop(f"{role}_layout") for role in ("vlm", "reasoner", "base")}
     if any(layouts.values()):
         data["layouts"] = {**data.get("layouts", {}), **{k: v for k, v in layouts.items() if v}}

@@ -34,7 +34,8 @@ from frankmerge.methods.frank import BlockCoefficients, BlockStats
 from frankmerge.methods.registry import Method, build_method
 from frankmerge.recipe import MergeRecipe
 from frankmerge.report import write_model_card, write_report
-from frankmerge.streaming import Source, Sums, Workspace, task_vector_sums, write_copy, write_elementwise, write_merged
+from frankmerge.streaming import RowPatch, Source, Sums, Workspace, task_vector_sums, write_copy, write_elementwise, write_merged
+from frankmerge.tokens import CarriedToken, TokenPlan, add_think_prefix, plan_tokens, write_generation_config
 
 log = logging.getLogger(__name__)
 DEFAULT_CHUNK = 1 << 22  # elements per chunk: 4 Mi elements, ~100 MB of buffers in all
@@ -100,7 +101,18 @@ def _merge_opened(
         )
     out_dtype = _output_dtype(recipe, vlm)
     keep_copy_dtype = recipe.dtype == "auto"
-    plan = _plan(vlm, out_dtype, keep_copy_dtype)
+    embed_rows = vlm.checkpoint.info(layout.embed).shape[0]
+    reasoner = inputs["reasoner"]
+    tokens = plan_tokens(
+        vlm.path,
+        reasoner.path,
+        vlm_config=vlm.config.raw,
+        vlm_rows=embed_rows,
+        reasoner_rows=reasoner.checkpoint.info(reasoner.layout.embed).shape[0],
+        reasoning_tokens=list(recipe.reasoning_tokens),
+        carry=recipe.carry_reasoning_tokens,
+    )
+    plan = _plan(vlm, out_dtype, keep_copy_dtype, tokens)
     check_free_space(out, sum(t.nbytes for t in plan) + (1 << 20))
     method = build_method(recipe, layout.num_blocks)
     if method.elementwise and recipe.embeddings == "merge_shared":
@@ -123,14 +135,15 @@ def _merge_opened(
                 result.stats.append(stats)
                 result.coefficients.append(coefficients)
                 bar.set_postfix(lambda_v=f"{coefficients.lambda_v:.3f}")
-            result.shared = _write_shared(ws, writer, inputs, recipe, result.coefficients)
+            result.shared = _write_shared(ws, writer, inputs, recipe, result.coefficients, tokens.carried)
             weight_map = writer.close()
         except BaseException:
             writer.abort()
             raise
         verify_output(staging, plan, vlm.checkpoint.names())
         copy_side_files(vlm.path, staging)
-        write_config(vlm.config.raw, staging, tied=layout.lm_head is None, dtype=out_dtype)
+        _write_token_files(staging, tokens, recipe)
+        write_config(vlm.config.raw, staging, tied=layout.lm_head is None, dtype=out_dtype, vocab_rows=tokens.rows(embed_rows))
         result.report = write_report(
             staging,
             recipe=recipe,
@@ -139,6 +152,7 @@ def _merge_opened(
             coefficients=result.coefficients,
             shared=[vars(s) for s in result.shared],
             method_settings=method.settings,
+            tokens=tokens.report,
             out_dtype=out_dtype,
             weight_files=sorted(set(weight_map.values())),
             wall_time_s=time.perf_counter() - started,
@@ -149,6 +163,16 @@ def _merge_opened(
         (staging / "frankmerge_recipe.yaml").write_text(reproducible.to_yaml())
     log.info("merged into %s", out)
     return result
+
+
+def _write_token_files(staging: Path, tokens: TokenPlan, recipe: MergeRecipe) -> None:
+    """Tokenizer with the carried reasoning tokens, R1-style chat template, reasoning generation config."""
+    if tokens.tokenizer is not None:
+        tokens.tokenizer.save_pretrained(staging)
+    if recipe.think_template:
+        tokens.report["think_template_files"] = add_think_prefix(staging)
+    if recipe.generation_config == "reasoning":
+        tokens.report["generation_config"] = write_generation_config(staging)
 
 
 def _with_absolute_paths(recipe: MergeRecipe, inputs: dict[str, RoleInput]) -> MergeRecipe:
@@ -165,7 +189,7 @@ def _output_dtype(recipe: MergeRecipe, vlm: RoleInput) -> torch.dtype:
     return stored if stored in OUTPUT_DTYPES.values() else torch.float32
 
 
-def _plan(vlm: RoleInput, out_dtype: torch.dtype, keep_copy_dtype: bool) -> list[PlannedTensor]:
+def _plan(vlm: RoleInput, out_dtype: torch.dtype, keep_copy_dtype: bool, tokens: TokenPlan) -> list[PlannedTensor]:
     """Every output tensor in the order the merge produces it: others, blocks, shared."""
     layout = vlm.layout
 
@@ -174,7 +198,10 @@ def _plan(vlm: RoleInput, out_dtype: torch.dtype, keep_copy_dtype: bool) -> list
         dtype = info.dtype
         if info.dtype.is_floating_point and (merged or not keep_copy_dtype):
             dtype = out_dtype
-        return PlannedTensor(name, dtype, info.shape)
+        shape = info.shape
+        if name in (layout.embed, layout.lm_head):  # carried reasoning tokens may add rows
+            shape = (tokens.rows(shape[0]), *shape[1:])
+        return PlannedTensor(name, dtype, shape)
 
     plan = [planned(name, merged=False) for name in layout.other]
     for block in layout.blocks:
@@ -236,12 +263,14 @@ def _write_shared(
     inputs: dict[str, RoleInput],
     recipe: MergeRecipe,
     coefficients: list[BlockCoefficients],
+    carried: list[CarriedToken],
 ) -> list[SharedRecord]:
     """Embeddings, final norm and lm_head: the VLM's, or (merge_shared) merged on shared rows.
 
     Merged with the coefficients of the nearest block: block 1 for the embeddings, block L for
     the final norm and lm_head. Rows are shared by index: rows beyond the smallest vocabulary
-    (the VLM's own image tokens, padding) keep the VLM's values.
+    (the VLM's own image tokens, padding) keep the VLM's values. Carried reasoning tokens take
+    the reasoner's rows, in place of a padding row or appended after the last one.
     """
     layout = inputs["vlm"].layout
     records = []
@@ -251,22 +280,32 @@ def _write_shared(
     for attribute, coefficient in targets:
         triple = _sources(inputs, lambda lay, attr=attribute: getattr(lay, attr))
         vlm_info = triple[0].checkpoint.info(triple[0].name)
+        patch, appended = (None, None) if attribute == "norm" else _carried_rows(ws, triple[1], vlm_info.shape, carried)
         if recipe.embeddings == "keep_vlm":
-            write_copy(ws, writer, triple[0].name, triple[0])
+            write_copy(ws, writer, triple[0].name, triple[0], patch)
             records.append(SharedRecord(triple[0].name, "kept_vlm"))
-            continue
-        shapes = [s.checkpoint.info(s.name).shape for s in triple]
-        rows = min(shape[0] for shape in shapes)
-        per_row = vlm_info.numel // vlm_info.shape[0]
-        write_merged(
-            ws,
-            writer,
-            triple[0].name,
-            triple,
-            coefficient.lambda_v,
-            coefficient.lambda_r,
-            rows * per_row,
-            vlm_info.numel,
-        )
-        records.append(SharedRecord(triple[0].name, "merged", rows, coefficient.lambda_v, coefficient.lambda_r))
+        else:
+            rows = min(s.checkpoint.info(s.name).shape[0] for s in triple)
+            per_row = vlm_info.numel // vlm_info.shape[0]
+            lambdas = (coefficient.lambda_v, coefficient.lambda_r)
+            write_merged(ws, writer, triple[0].name, triple, *lambdas, rows * per_row, vlm_info.numel, patch=patch)
+            records.append(SharedRecord(triple[0].name, "merged", rows, *lambdas))
+        if appended is not None:
+            writer.write(triple[0].name, appended.to(writer.expect().dtype))
     return records
+
+
+def _carried_rows(
+    ws: Workspace, reasoner: Source, vlm_shape: tuple[int, ...], carried: list[CarriedToken]
+) -> tuple[RowPatch | None, torch.Tensor | None]:
+    """The reasoner's rows of the carried tokens: patches inside the VLM's matrix, and rows past its end."""
+    if not carried:
+        return None, None
+    rows, width = vlm_shape[0], vlm_shape[1]
+    values = {t.merged_id: ws.read_f32(reasoner, t.reasoner_id * width, width).clone() for t in carried}
+    beyond = sorted(i for i in values if i >= rows)
+    if beyond and beyond != list(range(rows, rows + len(beyond))):
+        raise RecipeError(f"the VLM's tokenizer uses ids past its {rows} embedding rows; its checkpoint looks inconsistent")
+    patch = RowPatch(width, {i: v for i, v in values.items() if i < rows}) if len(beyond) < len(values) else None
+    appended = torch.stack([values[i] for i in beyond]).reshape(-1) if beyond else None
+    return patch, appended

@@ -102,6 +102,10 @@ class MergeRecipe(_Strict):
     embeddings: Literal["keep_vlm", "merge_shared"] = "keep_vlm"
     max_shard_size: str = "5GB"
     layouts: Layouts = Layouts()
+    reasoning_tokens: tuple[str, ...] = ("<think>", "</think>")
+    carry_reasoning_tokens: bool = True
+    think_template: bool = False
+    generation_config: Literal["reasoning", "vlm"] = "reasoning"
     allow_pickle: bool = False
     allow_nonfinite: bool = False
     allow_family_mismatch: bool = False

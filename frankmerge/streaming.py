@@ -52,6 +52,22 @@ class Workspace:
 
 
 @dataclass
+class RowPatch:
+    """Rows of a matrix replaced by other values while it streams (carried reasoning tokens)."""
+
+    width: int
+    rows: dict[int, torch.Tensor]  # row index -> float32 values of length ``width``
+
+    def apply(self, start: int, chunk: torch.Tensor) -> None:
+        """Overwrite the parts of ``chunk`` (flat elements from ``start``) that lie in patched rows."""
+        end = start + chunk.numel()
+        for row, values in self.rows.items():
+            lo, hi = max(row * self.width, start), min((row + 1) * self.width, end)
+            if lo < hi:
+                chunk[lo - start : hi - start] = values[lo - row * self.width : hi - row * self.width].to(chunk.dtype)
+
+
+@dataclass
 class Sums:
     """Running float64 sums over task vectors."""
 
@@ -111,6 +127,7 @@ def write_merged(
     total_numel: int,
     *,
     inputs_checked: bool = False,
+    patch: RowPatch | None = None,
 ) -> None:
     """Write θ_0 + λ_V τ_V + λ_R τ_R for the first ``merged_numel`` elements, the VLM's values after.
 
@@ -138,10 +155,12 @@ def write_merged(
             _raise_if_nonfinite(ws, sources[1:], start, merged)
             _raise_if_nonfinite(ws, sources[:1], start, count)
             raise NonFiniteError(f"merged tensor {out_name!r} overflowed to Inf; use --dtype float32")
+        if patch is not None:
+            patch.apply(start, acc)
         writer.write(out_name, ws.out[:count].copy_(acc))  # type: ignore[index]
 
 
-def write_copy(ws: Workspace, writer: ShardedWriter, out_name: str, source: Source) -> None:
+def write_copy(ws: Workspace, writer: ShardedWriter, out_name: str, source: Source, patch: RowPatch | None = None) -> None:
     """Copy a tensor chunk by chunk, cast to the planned dtype (bit-exact when the dtype is kept)."""
     info = source.checkpoint.info(source.name)
     planned = writer.expect()
@@ -152,6 +171,8 @@ def write_copy(ws: Workspace, writer: ShardedWriter, out_name: str, source: Sour
             _check_finite(ws, raw, source)
         if planned.dtype != raw.dtype:
             raw = raw.to(planned.dtype)
+        if patch is not None:
+            patch.apply(start, raw)
         writer.write(out_name, raw)
 
 

@@ -129,3 +129,10 @@ def test_hub_id_resolves_from_the_local_cache(tiny_triple, tmp_path: Path, monke
 def test_layouts_command_lists_families():
     result = CliRunner().invoke(main, ["layouts"])
     assert result.exit_code == 0 and "qwen2_5_vl" in result.output and "idefics3" in result.output
+
+
+def test_help_exits_cleanly_for_every_command():
+    runner = CliRunner()
+    for args in (["--help"], ["merge", "--help"], ["demo", "--help"], ["layouts", "--help"]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0 and "Usage:" in result.output and "error" not in result.output, args

@@ -92,11 +92,14 @@ def copy_side_files(source: Path, destination: Path) -> list[str]:
     return copied
 
 
-def write_config(raw: dict[str, object], destination: Path, *, tied: bool, dtype: torch.dtype) -> dict[str, object]:
+def write_config(
+    raw: dict[str, object], destination: Path, *, tied: bool, dtype: torch.dtype, vocab_rows: int | None = None
+) -> dict[str, object]:
     """The VLM's config.json, edited only where the merge changes facts: tying and dtype.
 
     ``tie_word_embeddings`` is written explicitly at the top level (and in ``text_config``), since
-    each VLM class has its own default and transformers decides tying from the top level only.
+    each VLM class has its own default and transformers decides tying from the top level only;
+    ``vocab_size`` is set to the written embedding rows.
     """
     config = json.loads(json.dumps(raw))
     config["tie_word_embeddings"] = tied
@@ -111,6 +114,8 @@ def write_config(raw: dict[str, object], destination: Path, *, tied: bool, dtype
                 section[key] = dtype_name(dtype)
     if "dtype" not in config and "torch_dtype" not in config:
         config["dtype"] = dtype_name(dtype)
+    if vocab_rows is not None:  # the text decoder's vocab_size must match the embedding rows
+        (text if isinstance(text, dict) else config)["vocab_size"] = vocab_rows
     (destination / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return config
 

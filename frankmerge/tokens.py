@@ -1,0 +1,206 @@
+"""Vocabularies, reasoning tokens and chat templates that survive the merge.
+
+Token ids are never trusted across models: the VLM's and the reasoner's vocabularies are
+compared by token *text*. The paper's own pair shows why — InternVL2.5 uses id 151667 for its
+image-context token, QwQ-32B for ``<think>``. Reasoning tokens the VLM lacks are added to the
+merged tokenizer at fresh ids (after every id the VLM's tokenizer uses, so image and video tokens
+keep their ids and meaning) and take the reasoner's embedding and lm_head rows. Embedding
+padding rows are never truncated; the matrix only grows when a new id falls past its end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from frankmerge.errors import RecipeError
+
+log = logging.getLogger(__name__)
+MAX_LISTED = 20
+# Config keys under which VLMs name the ids of their multimodal tokens.
+MULTIMODAL_ID_KEYS = (
+    "image_token_id",
+    "image_token_index",
+    "video_token_id",
+    "video_token_index",
+    "vision_start_token_id",
+    "vision_end_token_id",
+    "boi_token_index",
+    "eoi_token_index",
+)
+
+
+@dataclass(frozen=True)
+class CarriedToken:
+    """A reasoning token added to the merged tokenizer, with the reasoner row it takes."""
+
+    text: str
+    reasoner_id: int
+    merged_id: int
+
+
+@dataclass
+class TokenPlan:
+    report: dict[str, Any]
+    carried: list[CarriedToken] = field(default_factory=list)
+    tokenizer: Any = None  # the VLM's tokenizer with the carried tokens added (None: keep files as they are)
+
+    def rows(self, vlm_rows: int) -> int:
+        """Embedding rows of the merged model: the VLM's, grown only if a new id needs it."""
+        return max([vlm_rows] + [t.merged_id + 1 for t in self.carried])
+
+
+def load_tokenizer(directory: Path) -> tuple[Any, str | None]:
+    """The model's tokenizer through AutoTokenizer (never remote code), or None and why not."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(directory, trust_remote_code=False), None
+    except Exception as exc:  # missing files, remote-code tokenizers, broken configs
+        return None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+
+
+def single_token_id(tokenizer: Any, text: str) -> int | None:
+    """The id of ``text`` if the tokenizer encodes it as exactly one token of that text."""
+    token_id = tokenizer.convert_tokens_to_ids(text)
+    if token_id is None or token_id == tokenizer.unk_token_id and text != tokenizer.unk_token:
+        return None
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return token_id if ids == [token_id] else None
+
+
+def compare_vocabularies(vlm: Any, reasoner: Any, vlm_rows: int, reasoner_rows: int) -> dict[str, Any]:
+    """Shared tokens with different ids, ids meaning different tokens, specials, padding."""
+    vlm_vocab, reasoner_vocab = vlm.get_vocab(), reasoner.get_vocab()
+    vlm_by_id = {i: t for t, i in vlm_vocab.items()}
+    reasoner_by_id = {i: t for t, i in reasoner_vocab.items()}
+    moved = sorted(
+        (t, vlm_vocab[t], reasoner_vocab[t])
+        for t in vlm_vocab.keys() & reasoner_vocab.keys()
+        if vlm_vocab[t] != reasoner_vocab[t]
+    )
+    collisions = sorted(
+        (i, vlm_by_id[i], reasoner_by_id[i])
+        for i in vlm_by_id.keys() & reasoner_by_id.keys()
+        if vlm_by_id[i] != reasoner_by_id[i]
+    )
+    added = set(vlm.get_added_vocab()) | set(reasoner.get_added_vocab())
+    return {
+        "vlm_tokenizer_size": len(vlm),
+        "reasoner_tokenizer_size": len(reasoner),
+        "vlm_embedding_rows": vlm_rows,
+        "reasoner_embedding_rows": reasoner_rows,
+        "vlm_padding_rows": max(vlm_rows - len(vlm), 0),
+        "reasoner_padding_rows": max(reasoner_rows - len(reasoner), 0),
+        "shared_tokens_with_different_ids": len(moved),
+        "shared_tokens_with_different_ids_examples": [
+            {"token": t, "vlm_id": a, "reasoner_id": b} for t, a, b in moved[:MAX_LISTED]
+        ],
+        "id_collisions": len(collisions),
+        "id_collisions_of_added_tokens": [
+            {"id": i, "vlm": a, "reasoner": b} for i, a, b in collisions if a in added or b in added
+        ][:MAX_LISTED],
+        "vlm_special_tokens": sorted(vlm.all_special_tokens),
+        "reasoner_special_tokens": sorted(reasoner.all_special_tokens),
+    }
+
+
+def plan_tokens(
+    vlm_dir: Path,
+    reasoner_dir: Path,
+    *,
+    vlm_config: dict[str, Any],
+    vlm_rows: int,
+    reasoner_rows: int,
+    reasoning_tokens: list[str],
+    carry: bool,
+) -> TokenPlan:
+    """Compare the vocabularies and decide which reasoning tokens the merged tokenizer gains."""
+    vlm_tok, vlm_problem = load_tokenizer(vlm_dir)
+    reasoner_tok, reasoner_problem = load_tokenizer(reasoner_dir)
+    if vlm_tok is None or reasoner_tok is None:
+        missing = "VLM" if vlm_tok is None else "reasoner"
+        reason = vlm_problem or reasoner_problem
+        log.warning("%s tokenizer unavailable (%s): vocabularies not compared, no reasoning tokens carried over", missing, reason)
+        return TokenPlan({"status": f"skipped: {missing} tokenizer unavailable ({reason})", "carried": []})
+    report = compare_vocabularies(vlm_tok, reasoner_tok, vlm_rows, reasoner_rows)
+    plan = TokenPlan(report)
+    found = {t: single_token_id(reasoner_tok, t) for t in reasoning_tokens}
+    report["reasoner_reasoning_tokens"] = {t: i for t, i in found.items() if i is not None}
+    if not any(i is not None for i in found.values()):
+        report["status"] = f"the reasoner has none of {reasoning_tokens} as single tokens: nothing carried over"
+        log.warning(report["status"])
+        return plan
+    _refuse_conflicts(vlm_tok, vlm_config, [t for t, i in found.items() if i is not None])
+    to_add = [t for t, i in found.items() if i is not None and single_token_id(vlm_tok, t) is None]
+    report["vlm_already_has"] = [t for t, i in found.items() if i is not None and t not in to_add]
+    if not carry or not to_add:
+        report["status"] = "carry-over disabled" if to_add else "the VLM already has every reasoning token"
+        return plan
+    vlm_tok.add_tokens(to_add, special_tokens=False)
+    plan.carried = [CarriedToken(t, int(found[t]), int(vlm_tok.convert_tokens_to_ids(t))) for t in to_add]  # type: ignore[arg-type]
+    plan.tokenizer = vlm_tok
+    report["status"] = f"carried over {len(to_add)} reasoning token(s)"
+    report["carried"] = [vars(t) for t in plan.carried]
+    return plan
+
+
+def _refuse_conflicts(vlm_tok: Any, vlm_config: dict[str, Any], tokens: list[str]) -> None:
+    """A reasoning token that is one of the VLM's multimodal tokens cannot be reconciled automatically."""
+    sections = [vlm_config] + [v for v in vlm_config.values() if isinstance(v, dict)]
+    multimodal = {int(s[k]) for s in sections for k in MULTIMODAL_ID_KEYS if isinstance(s.get(k), int)}
+    for text in tokens:
+        vlm_id = single_token_id(vlm_tok, text)
+        if vlm_id is not None and vlm_id in multimodal:
+            raise RecipeError(
+                f"reasoning token {text!r} is the VLM's multimodal token (id {vlm_id}); set `reasoning_tokens` in the "
+                "recipe to the reasoner's other markers, or `carry_reasoning_tokens: false`"
+            )
+
+
+THINK_SUFFIX = "{% if add_generation_prompt %}<think>\n{% endif %}"
+
+
+def add_think_prefix(directory: Path) -> list[str]:
+    """Make every chat template in ``directory`` open the assistant turn with ``<think>\\n`` (R1 style).
+
+    The generation prompt is the last thing a template renders, so appending a block that only
+    fires with ``add_generation_prompt`` puts ``<think>\\n`` right after the assistant header.
+    """
+    changed = []
+    jinja = directory / "chat_template.jinja"
+    if jinja.is_file():
+        jinja.write_text(jinja.read_text() + THINK_SUFFIX)
+        changed.append(jinja.name)
+    for name in ("chat_template.json", "tokenizer_config.json", "processor_config.json"):
+        path = directory / name
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        template = data.get("chat_template")
+        if isinstance(template, str):
+            data["chat_template"] = template + THINK_SUFFIX
+        elif isinstance(template, list):
+            for entry in template:
+                entry["template"] = entry["template"] + THINK_SUFFIX
+        else:
+            continue
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        changed.append(name)
+    return changed
+
+
+# Settings for long reasoning, as DeepSeek-R1's model card recommends (temperature 0.6, top-p 0.95,
+# sampling); 8192 new tokens leaves room for the paper's ~3.5k-token answers and their reflection.
+REASONING_GENERATION = {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "max_new_tokens": 8192}
+
+
+def write_generation_config(directory: Path) -> dict[str, Any]:
+    path = directory / "generation_config.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    config.update(REASONING_GENERATION)
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    return config
