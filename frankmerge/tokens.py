@@ -20,6 +20,7 @@ from frankmerge.errors import RecipeError
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 20
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 # Config keys under which VLMs name the ids of their multimodal tokens.
 MULTIMODAL_ID_KEYS = (
     "image_token_id",
@@ -57,6 +58,8 @@ def load_tokenizer(directory: Path) -> tuple[Any, str | None]:
     """The model's tokenizer through AutoTokenizer (never remote code), or None and why not."""
     from transformers import AutoTokenizer
 
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        return None, f"no tokenizer files ({', '.join(TOKENIZER_FILES)}) in {directory}"
     try:
         return AutoTokenizer.from_pretrained(directory, trust_remote_code=False), None
     except Exception as exc:  # missing files, remote-code tokenizers, broken configs
