@@ -24,6 +24,7 @@ class RoleInput:
     role: str
     reference: str
     path: Path
+    weights_dir: Path  # ``path``, or its sub-folder holding the LLM (NVILA's ``llm/``)
     checkpoint: Checkpoint
     config: ModelConfig
     layout: DecoderLayout
@@ -33,13 +34,14 @@ def open_role(role: str, reference: str, recipe: MergeRecipe) -> RoleInput:
     path = resolve_checkpoint(reference, role=role, allow_download=recipe.allow_download)
     config = read_config(path, role)
     family = family_for(config, role, getattr(recipe.layouts, role))
-    checkpoint = Checkpoint(path, allow_pickle=recipe.allow_pickle)
+    weights_dir = path / family.weights_subdir if family.weights_subdir else path
+    checkpoint = Checkpoint(weights_dir, allow_pickle=recipe.allow_pickle)
     try:
         layout = detect_layout(checkpoint.names(), family, config, role)
     except FrankmergeError:
         checkpoint.close()
         raise
-    return RoleInput(role, reference, path, checkpoint, config, layout)
+    return RoleInput(role, reference, path, weights_dir, checkpoint, config, layout)
 
 
 def open_inputs(recipe: MergeRecipe) -> dict[str, RoleInput]:

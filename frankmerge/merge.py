@@ -8,8 +8,10 @@ follow the embeddings policy. The output is verified and renamed into place only
 
 from __future__ import annotations
 
+import json
 import logging
 import resource
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,8 +106,8 @@ def _merge_opened(
     embed_rows = vlm.checkpoint.info(layout.embed).shape[0]
     reasoner = inputs["reasoner"]
     tokens = plan_tokens(
-        vlm.path,
-        reasoner.path,
+        vlm.weights_dir,
+        reasoner.weights_dir,
         vlm_config=vlm.config.raw,
         vlm_rows=embed_rows,
         reasoner_rows=reasoner.checkpoint.info(reasoner.layout.embed).shape[0],
@@ -121,7 +123,10 @@ def _merge_opened(
     result = MergeResult(out, [], [])
 
     with staging_directory(out, overwrite=overwrite) as staging:
-        writer = ShardedWriter(staging, plan, parse_size(recipe.max_shard_size))
+        # Multi-folder checkpoints (NVILA) keep their layout: merged weights go where the LLM was.
+        weights_out = staging / vlm.weights_dir.relative_to(vlm.path)
+        weights_out.mkdir(exist_ok=True)
+        writer = ShardedWriter(weights_out, plan, parse_size(recipe.max_shard_size))
         try:
             for name in layout.other:
                 write_copy(ws, writer, name, Source("vlm", vlm.checkpoint, name))
@@ -140,10 +145,11 @@ def _merge_opened(
         except BaseException:
             writer.abort()
             raise
-        verify_output(staging, plan, vlm.checkpoint.names())
-        copy_side_files(vlm.path, staging)
-        _write_token_files(staging, tokens, recipe)
-        write_config(vlm.config.raw, staging, tied=layout.lm_head is None, dtype=out_dtype, vocab_rows=tokens.rows(embed_rows))
+        verify_output(weights_out, plan, vlm.checkpoint.names())
+        _write_side_files(vlm, staging, weights_out)
+        _write_token_files(weights_out, tokens, recipe)
+        llm_config = json.loads((vlm.weights_dir / "config.json").read_text())
+        write_config(llm_config, weights_out, tied=layout.lm_head is None, dtype=out_dtype, vocab_rows=tokens.rows(embed_rows))
         result.report = write_report(
             staging,
             recipe=recipe,
@@ -163,6 +169,14 @@ def _merge_opened(
         (staging / "frankmerge_recipe.yaml").write_text(reproducible.to_yaml())
     log.info("merged into %s", out)
     return result
+
+
+def _write_side_files(vlm: RoleInput, staging: Path, weights_out: Path) -> None:
+    """Everything of the VLM but its weights: root files and sub-folders, and the LLM folder's own files."""
+    copy_side_files(vlm.path, staging, skip=weights_out.name if weights_out != staging else None)
+    if weights_out != staging:
+        shutil.copy2(vlm.path / "config.json", staging / "config.json")
+        copy_side_files(vlm.weights_dir, weights_out)
 
 
 def _write_token_files(staging: Path, tokens: TokenPlan, recipe: MergeRecipe) -> None:

@@ -53,6 +53,6 @@ def test_wrong_layout_override_finds_no_decoder(tiny_triple):
 
 
 def test_unknown_model_type_names_the_override(tmp_path: Path):
-    (tmp_path / "config.json").write_text('{"model_type": "internvl_chat"}')
+    (tmp_path / "config.json").write_text('{"model_type": "acme_remote_vlm"}')
     with pytest.raises(LayoutError, match="remote code"):
         read_config(tmp_path, "vlm")

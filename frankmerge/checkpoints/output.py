@@ -74,11 +74,14 @@ def _replace(staging: Path, out: Path, *, overwrite: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def copy_side_files(source: Path, destination: Path) -> list[str]:
-    """Copy everything of the VLM except weights, its index, config.json and README.md."""
+def copy_side_files(source: Path, destination: Path, *, skip: str | None = None) -> list[str]:
+    """Copy everything of the VLM except weights, its index, config.json, README.md (and ``skip``).
+
+    Sub-folders are copied whole, weights included (NVILA's vision tower and projector).
+    """
     copied: list[str] = []
     for entry in sorted(source.iterdir()):
-        if entry.name in NOT_COPIED or entry.name.startswith(".") or entry.name.endswith(WEIGHT_SUFFIXES):
+        if entry.name in NOT_COPIED or entry.name == skip or entry.name.startswith(".") or entry.name.endswith(WEIGHT_SUFFIXES):
             continue
         target = destination / entry.name
         try:
@@ -104,7 +107,7 @@ def write_config(
     config = json.loads(json.dumps(raw))
     config["tie_word_embeddings"] = tied
     sections = [config]
-    text = config.get("text_config")
+    text = config.get("text_config", config.get("llm_config"))  # llm_config: InternVL chat checkpoints
     if isinstance(text, dict):
         text["tie_word_embeddings"] = tied
         sections.append(text)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from frankmerge.errors import CorruptCheckpointError, LayoutError
-from frankmerge.layouts.families import BY_MODEL_TYPE, BY_NAME, DECODER_ALIASES, REFUSED, Family
+from frankmerge.layouts.families import BY_MODEL_TYPE, BY_NAME, DECODER_ALIASES, EMBED_NAMES, REFUSED, Family
+from frankmerge.layouts.remote_configs import remote_text_facts
 
 # Buffers that old checkpoints store inside blocks but that are not weights (recomputed at load).
 # They are never merged; a VLM's copies are kept as they are.
@@ -63,6 +64,13 @@ def read_config(directory: Path, role: str) -> ModelConfig:
     model_type = str(raw.get("model_type", ""))
     if model_type in REFUSED:
         raise LayoutError(f"--{role} {directory}: {REFUSED[model_type]}")
+    remote = remote_text_facts(directory, raw, role)
+    if remote is not None:
+        return ModelConfig(model_type, remote["decoder"], remote["num_layers"], remote["vocab_size"], remote["tie"], raw)
+    family = BY_MODEL_TYPE.get(model_type)
+    if family is not None and family.weights_subdir:  # NVILA: facts from the LLM's own config
+        inner = read_config(directory / family.weights_subdir, role)
+        return ModelConfig(model_type, inner.text_model_type, inner.num_layers, inner.vocab_size, inner.tie_word_embeddings, raw)
     from transformers import AutoConfig
 
     try:
@@ -128,7 +136,8 @@ def detect_layout(names: list[str], family: Family, config: ModelConfig, role: s
         raise LayoutError(f"--{role}: decoder blocks {missing[:5]} are missing under {prefix}layers.*")
     if len(indices) != config.num_layers:
         raise LayoutError(f"--{role}: config says {config.num_layers} decoder layers but the checkpoint holds {len(indices)}")
-    embed, norm = f"{prefix}embed_tokens.weight", f"{prefix}norm.weight"
+    decoder = decoder_of(family, config)
+    embed, norm = f"{prefix}{EMBED_NAMES.get(decoder, 'embed_tokens.weight')}", f"{prefix}norm.weight"
     for needed in (embed, norm):
         if needed not in name_set:
             raise LayoutError(f"--{role}: tensor {needed!r} not found for layout {family.name!r}")
@@ -137,7 +146,7 @@ def detect_layout(names: list[str], family: Family, config: ModelConfig, role: s
     return DecoderLayout(
         role=role,
         family=family,
-        decoder=decoder_of(family, config),
+        decoder=decoder,
         prefix=prefix,
         blocks=tuple(by_block[i] for i in indices),
         embed=embed,

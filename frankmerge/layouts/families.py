@@ -20,6 +20,8 @@ class Family:
     lm_head_names: tuple[str, ...] = ("lm_head.weight",)
     # The decoder architecture when the family fixes it; None = read text_config.model_type.
     decoder: str | None = None
+    # Multi-folder checkpoints (NVILA): the sub-folder that holds the LLM's weights and config.
+    weights_subdir: str | None = None
 
 
 # LLaVA-style composites: hub layout ``language_model.model.*``, v5 ``model.language_model.*``,
@@ -46,7 +48,21 @@ FAMILIES: tuple[Family, ...] = (
     Family("qwen2", "text", ("qwen2",), ("model.", ""), decoder="qwen2"),
     Family("qwen3", "text", ("qwen3",), ("model.", ""), decoder="qwen3"),
     Family("gemma3_text", "text", ("gemma3_text",), ("model.", ""), decoder="gemma3"),
+    # Checkpoints that ship remote code, read by their layout alone (paper_layouts.md); their
+    # configs are parsed as JSON by ``remote_configs.py``, never through their code.
+    Family(
+        "internvl_chat",
+        "vlm",
+        ("internvl_chat",),
+        ("language_model.model.",),
+        ("language_model.lm_head.weight", "language_model.output.weight"),
+    ),
+    Family("nvila", "vlm", ("llava_llama",), ("model.",), weights_subdir="llm"),
+    Family("internlm2", "text", ("internlm2",), ("model.",), ("output.weight",), decoder="internlm2"),
 )
+
+# Decoders whose shared tensors have other names than ``embed_tokens`` / ``norm``.
+EMBED_NAMES: dict[str, str] = {"internlm2": "tok_embeddings.weight"}
 
 # Text-config model types that are the same decoder architecture under another name.
 DECODER_ALIASES: dict[str, str] = {
