@@ -60,10 +60,16 @@ def load_tokenizer(directory: Path) -> tuple[Any, str | None]:
 
     if not any((directory / name).is_file() for name in TOKENIZER_FILES):
         return None, f"no tokenizer files ({', '.join(TOKENIZER_FILES)}) in {directory}"
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # remote-code model types warn about their config here
     try:
         return AutoTokenizer.from_pretrained(directory, trust_remote_code=False), None
     except Exception as exc:  # missing files, remote-code tokenizers, broken configs
         return None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def single_token_id(tokenizer: Any, text: str) -> int | None:
