@@ -29,6 +29,11 @@ def paper_triples(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
     }
 
 
+def _cli_merge(vlm: Path, triple, out: Path):  # type: ignore[no-untyped-def]
+    args = ["merge", "--vlm", str(vlm), "--reasoner", str(triple.reasoner), "--base", str(triple.base), "--out", str(out)]
+    return CliRunner().invoke(main, [*args, "--no-prior", "-q"])
+
+
 def _merge(triple, out: Path, prior: Prior) -> None:  # type: ignore[no-untyped-def]
     merge(
         MergeRecipe(vlm=str(triple.vlm), reasoner=str(triple.reasoner), base=str(triple.base), prior=prior), out, progress=False

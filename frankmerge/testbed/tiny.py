@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -196,6 +196,20 @@ _SIGLIP = {"model_type": "siglip_vision_model", **VISION_DIMS, "vision_use_head"
 _SIGLIP_PREFIX = ((r"^vision_tower\.", "vision_tower.vision_model."),)
 _IDEFICS3_GRID = tuple(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7))
 
+_IDEFICS3 = FamilySpec(
+    "idefics3",
+    "llama",
+    "llama",
+    vision={**VISION_DIMS, "image_size": 32, "patch_size": 8},
+    token_keys={"image_token_id": "<image>"},
+    named_tokens={},
+    extra_tokens=("<image>", "<fake_token_around_image>", "<end_of_utterance>", "<global-img>", *_IDEFICS3_GRID),
+    image_placeholder="<image>",
+    image_px=32,
+    make_processor=_idefics3,
+    vlm_extra={"scale_factor": 2},
+)
+
 SPECS: Mapping[str, FamilySpec] = MappingProxyType(
     {
         "qwen2_vl": FamilySpec(
@@ -293,44 +307,9 @@ SPECS: Mapping[str, FamilySpec] = MappingProxyType(
             vlm_extra={"image_grid_pinpoints": _PINPOINTS},
             hub_renames=_SIGLIP_PREFIX,
         ),
-        "idefics3": FamilySpec(
-            "idefics3",
-            "llama",
-            "llama",
-            vision={**VISION_DIMS, "image_size": 32, "patch_size": 8},
-            token_keys={"image_token_id": "<image>"},
-            named_tokens={},
-            extra_tokens=(
-                "<image>",
-                "<fake_token_around_image>",
-                "<end_of_utterance>",
-                "<global-img>",
-                *_IDEFICS3_GRID,
-            ),
-            image_placeholder="<image>",
-            image_px=32,
-            make_processor=_idefics3,
-            vlm_extra={"scale_factor": 2},
-        ),
-        "smolvlm": FamilySpec(
-            "smolvlm",
-            "llama",
-            "llama",
-            vision={**VISION_DIMS, "image_size": 32, "patch_size": 8},
-            token_keys={"image_token_id": "<image>"},
-            named_tokens={},
-            extra_tokens=(
-                "<image>",
-                "<fake_token_around_image>",
-                "<end_of_utterance>",
-                "<global-img>",
-                *_IDEFICS3_GRID,
-            ),
-            image_placeholder="<image>",
-            image_px=32,
-            make_processor=_smolvlm,
-            vlm_extra={"scale_factor": 2},
-        ),
+        "idefics3": _IDEFICS3,
+        # SmolVLM is Idefics3's architecture under another model type and processor.
+        "smolvlm": replace(_IDEFICS3, vlm_type="smolvlm", make_processor=_smolvlm),
         "internvl": FamilySpec(
             "internvl",
             "qwen2",
