@@ -6,13 +6,14 @@ __version__ = "0.1.0"
 
 from frankmerge.errors import FrankmergeError  # noqa: E402
 from frankmerge.merge import MergeResult, merge  # noqa: E402
-from frankmerge.recipe import Layouts, MergeRecipe, Prior, load_recipe, prior_from_profile  # noqa: E402
+from frankmerge.recipe import Layouts, MergeRecipe, Parameters, Prior, load_recipe, prior_from_profile  # noqa: E402
 
 __all__ = [
     "FrankmergeError",
     "Layouts",
     "MergeRecipe",
     "MergeResult",
+    "Parameters",
     "Prior",
     "__version__",
     "load_recipe",
