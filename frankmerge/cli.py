@@ -65,7 +65,12 @@ def main(verbose: bool) -> None:
     "--profile", type=click.Path(path_type=Path, dir_okay=False), help="Exponential prior with the α̂ of a profile JSON."
 )
 @click.option("--no-prior", is_flag=True, help="FRANK without prior (Eq. 13).")
-@click.option("--prior", "prior_kind", type=click.Choice(["linear"]), help="Other prior schedules: linear (ablation).")
+@click.option(
+    "--prior",
+    "prior_kind",
+    type=click.Choice(["linear", "relative", "minmax", "fitted"]),
+    help="Other prior schedules: linear (ablation); relative, minmax, fitted (need α: see docs/profiling.md).",
+)
 @click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float16", "float32"]), help="Output dtype [auto: the VLM's].")
 @click.option(
     "--embeddings",
@@ -225,6 +230,35 @@ def demo(workdir: Path, family: str) -> None:
         _print_summary(run.result)
         click.echo(f"merged VLM loads and runs on an image: {'yes' if run.logits_finite else 'NO (non-finite logits)'}")
     click.echo(f"\nper-block coefficients of every run: {workdir / 'demo_summary.json'}")
+
+
+@main.command()
+@click.option("--vlm", required=True, help="Vision-language model: local directory or hub id.")
+@click.option("--reasoner", required=True, help="Reasoning LLM: local directory or hub id.")
+@click.option("--reasoning-tokens", default="<think>,</think>", show_default=True, help="Reasoner tokens to look for.")
+def tokens(vlm: str, reasoner: str, reasoning_tokens: str) -> None:
+    """Compare the two vocabularies by text before merging: collisions, padding, reasoning tokens."""
+    import json as json_module
+
+    from frankmerge.inputs import open_role
+    from frankmerge.tokens import plan_tokens
+
+    recipe = build_recipe({"vlm": vlm, "reasoner": reasoner, "base": reasoner, "prior": Prior(kind="none")}, source="options")
+    opened = {role: open_role(role, getattr(recipe, role), recipe) for role in ("vlm", "reasoner")}
+    try:
+        plan = plan_tokens(
+            opened["vlm"].weights_dir,
+            opened["reasoner"].weights_dir,
+            vlm_config=opened["vlm"].config.raw,
+            vlm_rows=opened["vlm"].checkpoint.info(opened["vlm"].layout.embed).shape[0],
+            reasoner_rows=opened["reasoner"].checkpoint.info(opened["reasoner"].layout.embed).shape[0],
+            reasoning_tokens=[t.strip() for t in reasoning_tokens.split(",") if t.strip()],
+            carry=True,
+        )
+    finally:
+        for item in opened.values():
+            item.checkpoint.close()
+    click.echo(json_module.dumps(plan.report, indent=2, ensure_ascii=False))
 
 
 @main.command()

@@ -171,3 +171,17 @@ def test_generation_config_for_long_reasoning(tiny_triple, tmp_path: Path):
     kept = json.loads((tmp_path / "b" / "generation_config.json").read_text())
     assert reasoning["max_new_tokens"] >= 4096 and reasoning["temperature"] == 0.6
     assert kept == json.loads((triple.vlm / "generation_config.json").read_text())
+
+
+def test_tokens_command_reports_before_merging(tiny_triple, tmp_path: Path):
+    from click.testing import CliRunner
+
+    from frankmerge.cli import main
+
+    vlm, reasoner, _ = _copy(tiny_triple("qwen2_vl"), tmp_path)
+    _rename_in_vocab(vlm, {"<think>": "<unused_a>", "</think>": "<unused_b>"})
+    result = CliRunner().invoke(main, ["tokens", "--vlm", str(vlm), "--reasoner", str(reasoner)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert [c["text"] for c in report["carried"]] == list(THINK)
+    assert report["vlm_embedding_rows"] == 512 and not list(tmp_path.glob("out*"))
