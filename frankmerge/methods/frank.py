@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from frankmerge.errors import RecipeError
+
 PriorKind = Literal["none", "exponential", "linear", "relative", "minmax", "fitted"]
 
 # What each prior schedule reads besides the number of blocks (recipe validation uses this table).
@@ -23,6 +25,10 @@ PRIOR_PARAMETERS: dict[str, tuple[str, ...]] = {
     "fitted": ("alpha", "scale"),
 }
 MINMAX_BOUNDS = (0.1, 0.9)  # default [w_min, w_max] of the min-max rescaled decay
+
+
+class PriorError(RecipeError, ValueError):
+    """A prior schedule is missing a parameter or has an invalid one (a ValueError for pydantic validators)."""
 
 
 @dataclass(frozen=True)
@@ -78,9 +84,9 @@ def prior_weights(
         total = math.fsum(raw)
         return [r / total for r in raw]
     if kind not in PRIOR_PARAMETERS:
-        raise ValueError(f"unknown prior {kind!r}")
+        raise PriorError(f"unknown prior {kind!r}")
     if alpha is None or not math.isfinite(alpha):
-        raise ValueError(f"the {kind} prior needs a finite alpha")
+        raise PriorError(f"the {kind} prior needs a finite alpha")
     if kind == "exponential":
         # Shift the exponent so that the largest term is e^0: no overflow for any alpha.
         exponents = [-alpha * l for l in layers]
@@ -93,7 +99,7 @@ def prior_weights(
     if kind == "minmax":
         return _minmax(alpha, num_blocks, bounds)
     if scale is None or not math.isfinite(scale) or scale <= 0:
-        raise ValueError("the fitted prior needs the profile's positive scale C")
+        raise PriorError("the fitted prior needs the profile's positive scale C")
     # min(1, Ĉ e^{−α l}) computed in the log domain, so no alpha can overflow it.
     return [math.exp(min(math.log(scale) - alpha * l, 0.0)) for l in layers]
 
@@ -101,7 +107,7 @@ def prior_weights(
 def _minmax(alpha: float, num_blocks: int, bounds: tuple[float, float]) -> list[float]:
     w_min, w_max = bounds
     if not 0.0 <= w_min <= w_max <= 1.0:
-        raise ValueError(f"minmax prior bounds must satisfy 0 <= w_min <= w_max <= 1, got {bounds}")
+        raise PriorError(f"minmax prior bounds must satisfy 0 <= w_min <= w_max <= 1, got {bounds}")
     if alpha == 0.0 or num_blocks == 1:
         return [(w_min + w_max) / 2] * num_blocks
     # With b = |α|, f_l = (e^{−b(l−1)} − e^{−b(L−1)}) / (1 − e^{−b(L−1)}) falls from 1 to 0; written

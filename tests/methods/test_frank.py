@@ -54,3 +54,62 @@ def test_exponential_prior_needs_alpha():
 
 def test_cosine_of_block_stats():
     assert BlockStats(0, 4.0, 9.0, 3.0, 1.0).cos == pytest.approx(0.5)
+
+
+# -- prior variants beyond Eq. 16 (docs/profiling.md) -------------------------------------------
+
+
+def test_every_prior_kind_declares_its_parameters():
+    from typing import get_args
+
+    from frankmerge.methods.frank import PRIOR_PARAMETERS, PriorKind
+
+    assert set(PRIOR_PARAMETERS) == set(get_args(PriorKind))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.05, 0.3])
+def test_relative_prior_is_the_fitted_ratio_relative_to_block_1(alpha: float):
+    c = 0.42  # any Ĉ: â_l / â_1 does not depend on it
+    fitted = [c * math.exp(-alpha * l) for l in range(1, 9)]
+    assert prior_weights("relative", 8, alpha) == pytest.approx([a / fitted[0] for a in fitted])
+
+
+def test_relative_prior_is_capped_at_one_for_a_rising_profile():
+    assert prior_weights("relative", 4, -0.5) == [1.0, 1.0, 1.0, 1.0]
+    assert frank_coefficients(BlockStats(0, 2.0, 5.0, 0.0, 1.0), 1.0).lambda_v == 1.0
+
+
+@pytest.mark.parametrize("alpha", [0.3, -0.3, 2.0, -0.01])
+def test_minmax_prior_rescales_the_decay_into_its_bounds(alpha: float):
+    decay = [math.exp(-alpha * (l - 1)) for l in range(1, 7)]
+    low, high = min(decay), max(decay)
+    expected = [0.2 + 0.6 * (s - low) / (high - low) for s in decay]
+    weights = prior_weights("minmax", 6, alpha, bounds=(0.2, 0.8))
+    assert weights == pytest.approx(expected)
+    assert max(weights) == pytest.approx(0.8) and min(weights) == pytest.approx(0.2)
+
+
+def test_minmax_prior_limits():
+    assert prior_weights("minmax", 5, 1e-12) == pytest.approx([0.9, 0.7, 0.5, 0.3, 0.1])  # linear as α → 0
+    assert prior_weights("minmax", 5, 0.0) == [0.5] * 5  # no decay: the midpoint, i.e. Eq. 13
+    assert all(math.isfinite(w) for w in prior_weights("minmax", 80, 800.0) + prior_weights("minmax", 80, -800.0))
+    with pytest.raises(ValueError, match="bounds"):
+        prior_weights("minmax", 4, 0.1, bounds=(0.9, 0.1))
+
+
+@pytest.mark.parametrize(("alpha", "scale"), [(0.1, 0.6), (0.02, 0.3), (-0.5, 0.9)])
+def test_fitted_prior_is_the_fitted_attention_ratio(alpha: float, scale: float):
+    expected = [min(1.0, scale * math.exp(-alpha * l)) for l in range(1, 7)]
+    assert prior_weights("fitted", 6, alpha, scale=scale) == pytest.approx(expected)
+
+
+def test_fitted_prior_needs_a_scale_and_never_overflows():
+    with pytest.raises(ValueError, match="scale"):
+        prior_weights("fitted", 4, 0.1)
+    assert prior_weights("fitted", 3, -1000.0, scale=0.5) == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("kind", ["relative", "minmax", "fitted"])
+def test_alpha_priors_need_alpha(kind: str):
+    with pytest.raises(ValueError, match="alpha"):
+        prior_weights(kind, 4, None, scale=1.0)  # type: ignore[arg-type]
