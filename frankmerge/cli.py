@@ -122,31 +122,26 @@ def merge(recipe_file: Path | None, out: Path, overwrite: bool, quiet: bool, **o
     or a recipe (YAML; flags given on the command line override its keys):
       frankmerge merge recipe.yaml --out merged
 
-    Choose exactly one prior: --alpha A (Eq. 16), --profile profile.json (α̂ measured by
-    `frankmerge profile`), --no-prior (Eq. 13) or --prior linear.
+    The prior: --alpha A (Eq. 16), --profile profile.json (α̂ measured by `frankmerge profile`),
+    --no-prior (Eq. 13), --prior linear, or --prior relative|minmax|fitted with --alpha/--profile.
+    With no prior option, the VLM is profiled on the bundled calibration images first.
     """
     from frankmerge.merge import merge as run_merge
 
     recipe = _recipe_from(recipe_file, options)
+    if recipe.method == "frank" and recipe.prior is None:
+        click.echo(
+            "no prior option given: profiling the VLM on the bundled calibration images first "
+            "(pass --alpha, --profile or --no-prior to skip this)",
+            err=True,
+        )
     result = run_merge(recipe, out, overwrite=overwrite, progress=not quiet)
     if not quiet:
         _print_summary(result)
 
 
 def _recipe_from(recipe_file: Path | None, options: dict[str, Any]):  # type: ignore[no-untyped-def]
-    alpha, profile, no_prior, prior_kind = (options.pop(k) for k in ("alpha", "profile", "no_prior", "prior_kind"))
-    chosen = [
-        flag
-        for flag, given in (
-            ("--alpha", alpha is not None),
-            ("--profile", profile),
-            ("--no-prior", no_prior),
-            ("--prior", prior_kind),
-        )
-        if given
-    ]
-    if len(chosen) > 1:
-        raise RecipeError(f"choose one prior option, got {' and '.join(chosen)}")
+    prior = _prior_from_options(*(options.pop(k) for k in ("alpha", "profile", "no_prior", "prior_kind")))
     data: dict[str, Any] = {}
     if recipe_file is not None:
         data = load_recipe(recipe_file).model_dump(exclude_unset=True)
@@ -163,19 +158,27 @@ def _recipe_from(recipe_file: Path | None, options: dict[str, Any]):  # type: ig
     for role in ("vlm", "reasoner", "base"):
         if role not in data:
             raise RecipeError(f"missing --{role} (or a recipe file that sets `{role}:`)")
-    if alpha is not None:
-        data["prior"] = Prior(kind="exponential", alpha=alpha)
-    elif profile is not None:
-        data["prior"] = prior_from_profile(profile)
-    elif no_prior:
-        data["prior"] = Prior(kind="none")
-    elif prior_kind is not None:
-        data["prior"] = Prior(kind=prior_kind)
-    if "prior" not in data and data.get("method", "frank") == "frank":
-        raise RecipeError(
-            "no prior chosen: pass --alpha A (Eq. 16), --profile profile.json, --no-prior (Eq. 13) or --prior linear"
-        )
+    if prior is not None:
+        data["prior"] = prior
     return build_recipe(data, source=str(recipe_file) if recipe_file else "options")
+
+
+def _prior_from_options(alpha: float | None, profile: Path | None, no_prior: bool, kind: str | None) -> Prior | None:
+    """--alpha / --profile give α (and Ĉ); --prior picks the schedule that uses them; --no-prior is Eq. 13."""
+    if no_prior and (alpha is not None or profile or kind):
+        raise RecipeError("--no-prior takes no other prior option")
+    if alpha is not None and profile is not None:
+        raise RecipeError("choose one source of alpha: --alpha A or --profile FILE")
+    if no_prior:
+        return Prior(kind="none")
+    kind = kind or ("exponential" if alpha is not None or profile is not None else None)
+    if kind is None:
+        return None  # frank with no prior option: merge() profiles the VLM first
+    if profile is not None:
+        return prior_from_profile(profile, kind)  # type: ignore[arg-type]
+    if kind == "fitted":
+        raise RecipeError("--prior fitted needs --profile FILE (its fitted C scales the prior)")
+    return Prior(kind=kind, alpha=alpha)  # type: ignore[arg-type]
 
 
 PARAMETER_OPTIONS = ("beta", "lambda_v", "lambda_r", "weights", "density", "drop_rate", "scale", "seed", "k", "mergekit_compat")

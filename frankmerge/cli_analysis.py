@@ -38,6 +38,9 @@ from frankmerge.errors import RecipeError
 )
 @click.option("--no-plot", is_flag=True, help="Do not write the PNG plot.")
 @click.option("--download", "allow_download", is_flag=True, help="Download a hub id missing from the cache.")
+@click.option(
+    "--trust-remote-code", is_flag=True, help="Allow running a checkpoint's own code (InternVL chat); never needed by merge."
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def profile(
     vlm: str,

@@ -12,6 +12,7 @@ import json
 import logging
 import resource
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,12 +35,13 @@ from frankmerge.errors import RecipeError
 from frankmerge.inputs import RoleInput, open_inputs
 from frankmerge.methods.frank import BlockCoefficients, BlockStats
 from frankmerge.methods.registry import Method, build_method
-from frankmerge.recipe import MergeRecipe
+from frankmerge.recipe import MergeRecipe, prior_from_profile
 from frankmerge.report import write_model_card, write_report
 from frankmerge.streaming import RowPatch, Source, Sums, Workspace, task_vector_sums, write_copy, write_elementwise, write_merged
 from frankmerge.tokens import CarriedToken, TokenPlan, add_think_prefix, plan_tokens, write_generation_config
 
 log = logging.getLogger(__name__)
+PROFILE_NAME = "profile.json"
 DEFAULT_CHUNK = 1 << 22  # elements per chunk: 4 Mi elements, ~100 MB of buffers in all
 
 
@@ -77,10 +79,30 @@ def merge(
     check_output_free(out, overwrite=overwrite)
     inputs = open_inputs(recipe)
     try:
-        return _merge_opened(recipe, inputs, out, overwrite=overwrite, progress=progress, chunk=chunk, started=started)
+        with tempfile.TemporaryDirectory(prefix="frankmerge-profile-") as scratch:
+            profile_dir = None
+            if recipe.method == "frank" and recipe.prior is None:
+                recipe, profile_dir = _profile_first(recipe, out, Path(scratch), progress=progress), Path(scratch)
+            return _merge_opened(
+                recipe, inputs, out, overwrite=overwrite, progress=progress, chunk=chunk, started=started, profile_dir=profile_dir
+            )
     finally:
         for item in inputs.values():
             item.checkpoint.close()
+
+
+def _profile_first(recipe: MergeRecipe, out: Path, scratch: Path, *, progress: bool) -> MergeRecipe:
+    """FRANK with no prior option: measure α̂ on the bundled calibration images, and say so.
+
+    The profile (JSON and plot) is written next to the merged model and recorded in its report.
+    """
+    from frankmerge.analysis import profile_for_merge
+
+    log.warning("no prior option given: profiling %s on the bundled calibration images for FRANK's α", recipe.vlm)
+    profile_json = scratch / PROFILE_NAME
+    profile_for_merge(recipe.vlm, profile_json, allow_download=recipe.allow_download, progress=progress)
+    prior = prior_from_profile(profile_json).model_copy(update={"profile": str(out.absolute() / PROFILE_NAME)})
+    return recipe.model_copy(update={"prior": prior})
 
 
 def _merge_opened(
@@ -92,6 +114,7 @@ def _merge_opened(
     progress: bool,
     chunk: int,
     started: float,
+    profile_dir: Path | None = None,
 ) -> MergeResult:
     vlm = inputs["vlm"]
     layout = vlm.layout
@@ -150,6 +173,9 @@ def _merge_opened(
         _write_token_files(weights_out, tokens, recipe)
         llm_config = json.loads((vlm.weights_dir / "config.json").read_text())
         write_config(llm_config, weights_out, tied=layout.lm_head is None, dtype=out_dtype, vocab_rows=tokens.rows(embed_rows))
+        if profile_dir is not None:  # the profile made for this merge goes with it
+            for produced in profile_dir.iterdir():
+                shutil.copy2(produced, staging / produced.name)
         result.report = write_report(
             staging,
             recipe=recipe,

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from frankmerge.errors import RecipeError
-from frankmerge.methods.frank import PriorKind
+from frankmerge.methods.frank import PRIOR_PARAMETERS, PriorKind
 
 
 class _Strict(BaseModel):
@@ -22,23 +22,30 @@ class _Strict(BaseModel):
 
 
 class Prior(_Strict):
-    """The modality prior of Eq. 15: which w_V(l) schedule, and its decay rate α.
+    """The modality prior of Eq. 15: which w_V(l) schedule and its parameters (docs/profiling.md).
 
-    ``profile`` records where α came from when it was read from a profile JSON, and
-    ``profile_layers`` how many layers the profiled model had (checked against the VLM).
+    ``alpha`` is the decay rate α, ``scale`` the fitted Ĉ (``fitted`` prior), ``bounds`` the
+    [w_min, w_max] of the ``minmax`` prior. ``profile`` records where α came from when it was read
+    from a profile JSON, and ``profile_layers`` how many layers the profiled model had.
     """
 
     kind: PriorKind
     alpha: float | None = None
+    scale: float | None = None
+    bounds: tuple[float, float] | None = None
     profile: str | None = None
     profile_layers: int | None = None
 
     @model_validator(mode="after")
-    def _alpha_matches_kind(self) -> Prior:
-        if self.kind == "exponential" and self.alpha is None:
-            raise ValueError("prior kind 'exponential' needs alpha (pass --alpha A or --profile FILE)")
-        if self.kind != "exponential" and self.alpha is not None:
-            raise ValueError(f"prior kind {self.kind!r} takes no alpha")
+    def _parameters_match_kind(self) -> Prior:
+        need = PRIOR_PARAMETERS[self.kind]
+        for name in ("alpha", "scale"):
+            if name in need and getattr(self, name) is None:
+                raise ValueError(f"prior kind {self.kind!r} needs {name} (pass --alpha A or --profile FILE)")
+            if name not in need and getattr(self, name) is not None:
+                raise ValueError(f"prior kind {self.kind!r} takes no {name}")
+        if self.bounds is not None and self.kind != "minmax":
+            raise ValueError("only the minmax prior takes bounds")
         return self
 
 
@@ -96,7 +103,7 @@ class MergeRecipe(_Strict):
     reasoner: str
     base: str
     method: MethodName = "frank"
-    prior: Prior | None = None
+    prior: Prior | None = None  # frank without a prior: profile the VLM on the bundled images first
     parameters: Parameters = Parameters()
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     embeddings: Literal["keep_vlm", "merge_shared"] = "keep_vlm"
@@ -113,11 +120,6 @@ class MergeRecipe(_Strict):
 
     @model_validator(mode="after")
     def _method_options(self) -> MergeRecipe:
-        if self.method == "frank" and self.prior is None:
-            raise ValueError(
-                "method frank needs a prior: pass --alpha A (Eq. 16), --profile profile.json, "
-                "--no-prior (Eq. 13) or --prior linear"
-            )
         if self.method != "frank" and self.prior is not None:
             raise ValueError(f"method {self.method!r} takes no prior (only frank does)")
         allowed = METHOD_PARAMETERS[self.method]
@@ -132,17 +134,21 @@ class MergeRecipe(_Strict):
         return yaml.safe_dump(json.loads(self.model_dump_json(exclude_defaults=False)), sort_keys=False)
 
 
-def prior_from_profile(path: Path) -> Prior:
-    """An exponential prior with the α̂ fitted in a profile JSON (written by ``frankmerge profile``)."""
+def prior_from_profile(path: Path, kind: PriorKind = "exponential") -> Prior:
+    """A prior with the α̂ (and Ĉ, for ``fitted``) of a profile JSON written by ``frankmerge profile``."""
     try:
         data = json.loads(path.read_text())
-        alpha = float(data["fit"]["alpha"] if "fit" in data else data["alpha"])
+        fit = data.get("fit", data)
+        alpha = float(fit["alpha"])
+        scale = float(fit["C"]) if kind == "fitted" else None
     except FileNotFoundError as exc:
         raise RecipeError(f"--profile {path}: no such file") from exc
     except (ValueError, KeyError, TypeError) as exc:
-        raise RecipeError(f"--profile {path}: not a profile JSON (needs a fitted 'alpha')") from exc
+        raise RecipeError(f"--profile {path}: not a profile JSON (needs a fitted 'alpha', and 'C' for --prior fitted)") from exc
+    if "alpha" not in PRIOR_PARAMETERS[kind]:
+        raise RecipeError(f"--prior {kind} takes no alpha, so --profile does not apply to it")
     layers = data.get("num_layers")
-    return Prior(kind="exponential", alpha=alpha, profile=str(path), profile_layers=None if layers is None else int(layers))
+    return Prior(kind=kind, alpha=alpha, scale=scale, profile=str(path), profile_layers=None if layers is None else int(layers))
 
 
 def load_recipe(path: Path) -> MergeRecipe:

@@ -11,13 +11,13 @@ import json
 import math
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from frankmerge import __version__
 from frankmerge.checkpoints.dtypes import dtype_name
-from frankmerge.methods.frank import BlockCoefficients, BlockStats
+from frankmerge.methods.frank import MINMAX_BOUNDS, BlockCoefficients, BlockStats
 from frankmerge.recipe import MergeRecipe
 
 if TYPE_CHECKING:
@@ -118,6 +118,8 @@ def write_report(
         "wall_time_s": round(wall_time_s, 3),
         "peak_rss_bytes": peak_rss_bytes,
     }
+    if recipe.prior is not None and recipe.prior.profile is not None:
+        report["profile"] = _profile_record(recipe.prior.profile, directory)
     (directory / REPORT_NAME).write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
     return report
 
@@ -140,6 +142,14 @@ def _method_text(recipe: MergeRecipe, settings: dict[str, object]) -> str:
     return f"FRANK's layer-wise closed-form fusion with {_prior_text(recipe)}"
 
 
+def _profile_record(profile: str, directory: Path) -> dict[str, Any]:
+    """What the profile that gave α says about itself (a profile made by this merge sits in ``directory``)."""
+    from frankmerge.analysis import profile_summary
+
+    path = Path(profile)
+    return {**profile_summary(directory / path.name if not path.is_file() else path), "path": profile}
+
+
 def _prior_text(recipe: MergeRecipe) -> str:
     prior = recipe.prior
     assert prior is not None
@@ -147,6 +157,15 @@ def _prior_text(recipe: MergeRecipe) -> str:
         return "no prior (Eq. 13)"
     if prior.kind == "linear":
         return "linear layer-indexed decay prior (ablation)"
+    if prior.kind in ("relative", "minmax", "fitted"):
+        if prior.kind == "relative":
+            described = "w_V(l) = e^{−α(l−1)}"
+        elif prior.kind == "minmax":
+            described = f"min-max rescaled decay into {list(prior.bounds or MINMAX_BOUNDS)}"
+        else:
+            described = f"w_V(l) = min(1, Ĉ e^{{−α l}}), Ĉ = {prior.scale:g}"
+        source = f", from profile `{prior.profile}`" if prior.profile else ""
+        return f"the {prior.kind} prior ({described}, α = {prior.alpha:g}{source})"
     source = f", from profile `{prior.profile}`" if prior.profile else ""
     return f"exponential prior, Eq. 16 with α = {prior.alpha:g}{source}"
 

@@ -91,12 +91,23 @@ def test_uncached_hub_id(triple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert "hf download deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B" in line
 
 
-def test_no_prior_option_says_which_to_pass(triple, tmp_path: Path):
-    assert_refused(merge_args(*triple, tmp_path / "out"), tmp_path / "out", "--alpha", "--profile", "--no-prior")
+def test_no_prior_option_profiles_the_vlm_first(triple, tmp_path: Path):
+    code, output = run_cli(merge_args(*triple, tmp_path / "out"))
+    assert code == 0, output
+    assert "profiling" in output and "bundled calibration images" in output
+    report = json.loads((tmp_path / "out" / "merge_report.json").read_text())
+    profile = json.loads((tmp_path / "out" / "profile.json").read_text())
+    assert report["recipe"]["prior"]["alpha"] == profile["fit"]["alpha"]
+    assert report["profile"]["path"] == str((tmp_path / "out" / "profile.json").absolute())
+    assert report["profile"]["images"]["kind"] == "bundled"
+
+
+def test_fitted_prior_needs_a_profile(triple, tmp_path: Path):
+    assert_refused(merge_args(*triple, tmp_path / "out", "--prior", "fitted", "--alpha", "0.1"), tmp_path / "out", "--profile")
 
 
 def test_two_prior_options_are_refused(triple, tmp_path: Path):
-    assert_refused(merge_args(*triple, tmp_path / "out", "--alpha", "0.1", "--no-prior"), tmp_path / "out", "choose one prior")
+    assert_refused(merge_args(*triple, tmp_path / "out", "--alpha", "0.1", "--no-prior"), tmp_path / "out", "--no-prior takes no")
 
 
 def test_block_count_mismatch(triple, tmp_path: Path):

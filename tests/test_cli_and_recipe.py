@@ -39,12 +39,8 @@ def test_recipe_file_reproduces_the_cli_merge(tiny_triple, tmp_path: Path):
     assert first.exit_code == 0, first.output
     assert "lambda_V" in first.output and "merged model written" in first.output
     recipe = tmp_path / "a" / "frankmerge_recipe.yaml"
-    assert yaml.safe_load(recipe.read_text())["prior"] == {
-        "kind": "exponential",
-        "alpha": 0.25,
-        "profile": None,
-        "profile_layers": None,
-    }
+    prior = yaml.safe_load(recipe.read_text())["prior"]
+    assert {k: v for k, v in prior.items() if v is not None} == {"kind": "exponential", "alpha": 0.25}
     second = runner.invoke(main, ["merge", str(recipe), "--out", str(tmp_path / "b"), "-q"])
     assert second.exit_code == 0, second.output
     a, b = load_dir(tmp_path / "a"), load_dir(tmp_path / "b")
@@ -108,9 +104,9 @@ def test_report_and_model_card(tiny_triple, tmp_path: Path):
     assert "| 0 |" in card and "Eq. 16" in card
 
 
-def _profile(tmp_path: Path, alpha: float) -> Path:
+def _profile(tmp_path: Path, alpha: float, C: float = 1.0) -> Path:
     path = tmp_path / "profile.json"
-    path.write_text(json.dumps({"num_layers": 4, "fit": {"alpha": alpha}}))
+    path.write_text(json.dumps({"num_layers": 4, "fit": {"alpha": alpha, "C": C}}))
     return path
 
 
@@ -136,3 +132,26 @@ def test_help_exits_cleanly_for_every_command():
     for args in (["--help"], ["merge", "--help"], ["demo", "--help"], ["layouts", "--help"]):
         result = runner.invoke(main, args)
         assert result.exit_code == 0 and "Usage:" in result.output and "error" not in result.output, args
+
+
+@pytest.mark.parametrize(
+    ("flags", "kind"),
+    [
+        (["--prior", "relative", "--alpha", "0.3"], "relative"),
+        (["--prior", "minmax", "--alpha", "0.3"], "minmax"),
+        (["--prior", "fitted"], "fitted"),
+    ],
+)
+def test_prior_variants_from_the_command_line(tiny_triple, tmp_path: Path, flags: list[str], kind: str):
+    from frankmerge.methods.frank import MINMAX_BOUNDS, prior_weights
+
+    triple = tiny_triple("qwen2_vl")
+    if kind == "fitted":
+        flags = [*flags, "--profile", str(_profile(tmp_path, 0.3, C=0.8))]
+    args = ["merge", "--vlm", str(triple.vlm), "--reasoner", str(triple.reasoner), "--base", str(triple.base)]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "m"), "-q", *flags])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "m" / "merge_report.json").read_text())
+    expected = prior_weights(kind, 4, 0.3, scale=0.8 if kind == "fitted" else None, bounds=MINMAX_BOUNDS)
+    assert [b["w_v"] for b in report["blocks"]] == pytest.approx(expected)
+    assert report["recipe"]["prior"]["kind"] == kind

@@ -160,3 +160,27 @@ def test_internvl_chat_with_unsupported_llm(paper_triples, tmp_path: Path):
     )
     assert result.exit_code == 1 and "Phi3ForCausalLM" in result.output and "not supported" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_profile_needs_trust_remote_code_and_says_so(paper_triples, tmp_path: Path):
+    triple = paper_triples["internvl_qwen2"]
+    runner = CliRunner()
+    result = runner.invoke(main, ["profile", "--vlm", str(triple.vlm), "--out", str(tmp_path / "p.json"), "-q"])
+    assert result.exit_code == 1 and "--trust-remote-code" in result.output
+    trusted = runner.invoke(
+        main, ["profile", "--vlm", str(triple.vlm), "--out", str(tmp_path / "p.json"), "-q", "--trust-remote-code"]
+    )
+    assert trusted.exit_code == 1 and "not supported yet" in trusted.output
+    nvila = runner.invoke(main, ["profile", "--vlm", str(paper_triples["nvila"].vlm), "--out", str(tmp_path / "p.json"), "-q"])
+    assert nvila.exit_code == 1 and "VILA package" in nvila.output
+    assert not (tmp_path / "p.json").exists() and not list(triple.vlm.glob(MARKER))
+
+
+@pytest.mark.parametrize("key", ["internvl_internlm2", "nvila"])
+def test_analyze_reads_remote_code_checkpoints_by_layout(paper_triples, tmp_path: Path, key: str):
+    triple = paper_triples[key]
+    args = ["analyze", "--vlm", str(triple.vlm), "--reasoner", str(triple.reasoner), "--base", str(triple.base)]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "a" / "analysis.json").is_file()
+    assert not list(triple.vlm.rglob(MARKER))

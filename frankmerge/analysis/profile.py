@@ -54,7 +54,7 @@ def profile_vlm(
     _check_options(options)
     started = time.perf_counter()
     path = resolve_checkpoint(vlm, role="vlm", allow_download=allow_download)
-    info = _model_info(str(vlm), path)
+    info = _model_info(str(vlm), path, options.trust_remote_code)
     source = (images if images is not None else bundled_calibration_set()).subset(options.max_images, options.seed)
 
     model, processor = _load(path, options)
@@ -119,10 +119,11 @@ def _check_options(options: ProfileOptions) -> None:
         raise ProfileError("--bootstrap must be at least 2 draws")
 
 
-def _model_info(reference: str, path: Path) -> ModelInfo:
+def _model_info(reference: str, path: Path, trust_remote_code: bool = False) -> ModelInfo:
     """Refuse anything but a supported VLM family before loading weights; read its image-token id."""
     config = read_config(path, "vlm")
     family = BY_MODEL_TYPE.get(config.model_type)
+    _refuse_remote_code(reference, config.raw, trust_remote_code)
     supported = ", ".join(f.name for f in FAMILIES if f.kind == "vlm")
     if family is None:
         raise ProfileError(f"--vlm {reference}: model_type {config.model_type!r} is not a supported VLM family ({supported})")
@@ -135,6 +136,26 @@ def _model_info(reference: str, path: Path) -> ModelInfo:
     if token is None:
         raise ProfileError(f"--vlm {reference}: config.json has no {' or '.join(IMAGE_TOKEN_KEYS)}; cannot find the image tokens")
     return ModelInfo(reference, str(path), config.model_type, config.text_model_type, config.num_layers, 0, int(token))
+
+
+def _refuse_remote_code(reference: str, raw: dict[str, Any], trust_remote_code: bool) -> None:
+    """Profiling runs the model; for checkpoints that ship code that means executing it."""
+    if raw.get("model_type") == "llava_llama":
+        raise ProfileError(
+            f"--vlm {reference}: NVILA runs only with NVlabs' VILA package, not through transformers; "
+            "choose the prior by hand (--alpha) or profile another VLM of its family"
+        )
+    if "auto_map" not in raw:
+        return
+    if not trust_remote_code:
+        raise ProfileError(
+            f"--vlm {reference}: this checkpoint ships its own modelling code ({', '.join(raw.get('architectures', []))}); "
+            "profiling runs the model, so pass --trust-remote-code to allow executing it (merge and analyze never do)"
+        )
+    raise ProfileError(
+        f"--vlm {reference}: profiling remote-code VLMs is not supported yet (their forward pass has no common "
+        "interface); use the model's transformers-native '-hf' conversion, or choose --alpha by hand"
+    )
 
 
 def _load(path: Path, options: ProfileOptions) -> tuple[Any, Any]:

@@ -66,6 +66,7 @@ class ProfileOptions:
     dtype: str = "auto"  # auto (the checkpoint's) | bfloat16 | float16 | float32
     n_boot: int = 1000
     seed: int = 0
+    trust_remote_code: bool = False  # only profile runs a model; merge and analyze never need this
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from frankmerge.errors import RecipeError
-from frankmerge.methods.frank import BlockCoefficients, BlockStats, frank_coefficients, prior_weights
+from frankmerge.methods.frank import MINMAX_BOUNDS, BlockCoefficients, BlockStats, frank_coefficients, prior_weights
 from frankmerge.methods.sparse import drop_and_rescale, elect_and_merge, tensor_generator, trim_by_magnitude
 from frankmerge.recipe import MergeRecipe
 
@@ -86,8 +86,9 @@ def build_method(recipe: MergeRecipe, num_blocks: int) -> Method:
     settings = {**DEFAULTS[name], **given}
     method = Method(name, settings, num_blocks)
     if name == "frank":
-        assert recipe.prior is not None
-        method._w_v = prior_weights(recipe.prior.kind, num_blocks, recipe.prior.alpha)
+        prior = recipe.prior
+        assert prior is not None, "merge() resolves a missing prior by profiling first"
+        method._w_v = prior_weights(prior.kind, num_blocks, prior.alpha, scale=prior.scale, bounds=prior.bounds or MINMAX_BOUNDS)
     elif name in ("linear", "layer_swap"):
         betas = _per_layer(settings["beta"], "beta", num_blocks)
         first = int(settings["k"]) if name == "layer_swap" else 0  # type: ignore[call-overload]
