@@ -72,12 +72,19 @@ def merge(
     overwrite: bool = False,
     progress: bool = True,
     chunk: int = DEFAULT_CHUNK,
+    threads: int = 1,
 ) -> MergeResult:
-    """Merge ``recipe``'s VLM and reasoner into ``out``; raise a FrankmergeError on bad input."""
+    """Merge ``recipe``'s VLM and reasoner into ``out``; raise a FrankmergeError on bad input.
+
+    The arithmetic is memory-bound, so ``threads`` defaults to one torch thread: more gain little
+    and stall on OpenMP barriers whenever another process holds a core. Restored on return.
+    """
     started = time.perf_counter()
     out = Path(out)
     check_output_free(out, overwrite=overwrite)
     inputs = open_inputs(recipe)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
     try:
         with tempfile.TemporaryDirectory(prefix="frankmerge-profile-") as scratch:
             profile_dir = None
@@ -87,6 +94,7 @@ def merge(
                 recipe, inputs, out, overwrite=overwrite, progress=progress, chunk=chunk, started=started, profile_dir=profile_dir
             )
     finally:
+        torch.set_num_threads(previous_threads)
         for item in inputs.values():
             item.checkpoint.close()
 

@@ -17,7 +17,7 @@ from frankmerge.checkpoints.reader import Checkpoint
 from frankmerge.checkpoints.writer import ShardedWriter
 from frankmerge.errors import NonFiniteError
 
-DOT_STEP = 1 << 18  # float32 partial dots over at most this many elements, summed in float64
+_PRODUCTS: list[torch.Tensor] = [torch.empty(0)]  # reused buffer for dot64's element-wise products
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,16 @@ class Sums:
 
 
 def dot64(a: torch.Tensor, b: torch.Tensor) -> float:
-    """⟨a, b⟩ of two flat float32 tensors: short float32 partial dots, summed in float64."""
-    return math.fsum(float(torch.dot(a[i : i + DOT_STEP], b[i : i + DOT_STEP])) for i in range(0, a.numel(), DOT_STEP))
+    """⟨a, b⟩ of two flat float32 tensors, as a Python float (callers sum chunks in float64).
+
+    Element-wise products summed by torch's cascade summation: relative error ~1e-8 on 4 Mi
+    elements, where BLAS ``torch.dot`` accumulates in float32 lanes (~2e-5) and, as one call per
+    small slice, stalls on OpenMP barriers whenever another process holds a core.
+    """
+    if _PRODUCTS[0].numel() < a.numel():
+        _PRODUCTS[0] = torch.empty(a.numel(), dtype=torch.float32)
+    products = torch.mul(a, b, out=_PRODUCTS[0][: a.numel()])
+    return float(products.sum())
 
 
 def task_vector_sums(ws: Workspace, vlm: Source, reasoner: Source, base: Source, numel: int) -> Sums:
