@@ -111,9 +111,10 @@ def main(verbose: bool) -> None:
 @click.option("--allow-nonfinite", is_flag=True, default=None, help="Do not stop on NaN/Inf in the inputs.")
 @click.option("--allow-family-mismatch", is_flag=True, default=None, help="Merge decoders of different families.")
 @click.option("--download", "allow_download", is_flag=True, default=None, help="Download hub ids missing from the cache.")
+@click.option("--threads", type=int, default=1, show_default=True, help="torch threads for the (memory-bound) arithmetic.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output directory.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def merge(recipe_file: Path | None, out: Path, overwrite: bool, quiet: bool, **options: Any) -> None:
+def merge(recipe_file: Path | None, out: Path, overwrite: bool, quiet: bool, threads: int, **options: Any) -> None:
     """Merge a VLM with a reasoning LLM, block by block, into OUT.
 
     \b
@@ -135,7 +136,7 @@ def merge(recipe_file: Path | None, out: Path, overwrite: bool, quiet: bool, **o
             "(pass --alpha, --profile or --no-prior to skip this)",
             err=True,
         )
-    result = run_merge(recipe, out, overwrite=overwrite, progress=not quiet)
+    result = run_merge(recipe, out, overwrite=overwrite, progress=not quiet, threads=threads)
     if not quiet:
         _print_summary(result)
 
