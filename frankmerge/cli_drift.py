@@ -58,7 +58,9 @@ def drift_prior(vlm: str, reasoner: str, out: Path, modules: str, dtype: str, **
 @click.option("--alpha", type=float, default=-1.0, show_default=True, help="Prior weight α (negative moves toward the reasoner).")
 @click.option("--modules", help=f"{_MODULES_HELP} With --prior: every group it covers.")
 @click.option("--timing", default="backward", show_default=True, help="backward (per micro-batch, as the paper) | step.")
-@click.option("--placement", default="device", show_default=True, help="Where Δ lives: device (resident) | pinned (host, copied per use).")
+@click.option(
+    "--placement", default="device", show_default=True, help="Where Δ lives: device (resident) | pinned (host, copied per use)."
+)
 @click.option("--delta-dtype", type=_DTYPES, help="dtype of resident Δ [bf16 on GPU, float32 on CPU].")
 @click.option("--prior-dtype", type=_DTYPES, default="bfloat16", show_default=True, help="Storage dtype of a new prior.")
 @click.option("--epochs", type=float, default=3.0, show_default=True)
