@@ -15,7 +15,6 @@ from frankmerge import __version__
 from frankmerge.errors import FrankmergeError, RecipeError
 from frankmerge.layouts.families import FAMILIES
 from frankmerge.recipe import METHOD_PARAMETERS, Prior, build_recipe, load_recipe, prior_from_profile
-from frankmerge.testbed.tiny import FAMILIES as FAMILY_NAMES
 
 EXIT_BAD_INPUT = 1
 
@@ -215,25 +214,41 @@ def _print_summary(result: Any) -> None:
     type=click.Path(path_type=Path, file_okay=False),
     default=Path("frankmerge-demo"),
     show_default=True,
-    help="Where the tiny models and merges go.",
+    help="Where the profile, analysis, merges, plots and demo_results.json go.",
 )
 @click.option(
-    "--family",
-    type=click.Choice(sorted(FAMILY_NAMES)),
-    default="qwen2_vl",
-    show_default=True,
-    help="Which VLM family the tiny triple imitates.",
+    "--cache-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where the trained testbed models are kept [$FRANKMERGE_CACHE/testbed or ~/.cache/frankmerge/testbed].",
 )
-def demo(workdir: Path, family: str) -> None:
-    """Build a tiny VLM / reasoner / base triple offline, merge it two ways, and load the result."""
-    from frankmerge.demo import run_demo
+@click.option("--quick", is_flag=True, help="The reduced CI testbed: 3 blocks of width 64, fewer items, a 3x3 grid (minutes).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Testbed seed (training data and initialisation).")
+@click.option("--items", type=int, help="Evaluation items per task [200; --quick 60].")
+@click.option("--rebuild", is_flag=True, help="Retrain the models even if the cache holds them.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def demo(workdir: Path, cache_dir: Path | None, quick: bool, seed: int, items: int | None, rebuild: bool, quiet: bool) -> None:
+    """Train (first run) or reuse tiny base / reasoner / VLM models, then profile, analyze, merge with
+    FRANK and every baseline, evaluate everything and print the table. Offline, CPU only."""
+    import torch
 
-    runs = run_demo(workdir, family)
-    for run in runs:
-        click.echo(f"\n== {run.name}: {run.result.out}")
-        _print_summary(run.result)
-        click.echo(f"merged VLM loads and runs on an image: {'yes' if run.logits_finite else 'NO (non-finite logits)'}")
-    click.echo(f"\nper-block coefficients of every run: {workdir / 'demo_summary.json'}")
+    from frankmerge.demo import DemoOptions, run_demo
+
+    torch.set_num_threads(1)  # tiny models: extra OpenMP threads only add contention
+    base = DemoOptions.quick() if quick else DemoOptions()
+    overrides: dict[str, Any] = {"config": base.config.with_seed(seed), "cache_dir": cache_dir, "rebuild": rebuild}
+    overrides["progress"] = not quiet
+    if items is not None:
+        overrides["n_items"] = items
+    options = DemoOptions(**{**base.__dict__, **overrides})
+    result = run_demo(workdir, options)
+    trained = ", ".join(result.models.built) or "none (all cached)"
+    click.echo(f"testbed {options.config.name} seed {seed}: trained {trained}; models in {result.models.base.parent}")
+    click.echo(result.table)
+    for line in result.summary:
+        click.echo(line)
+    click.echo("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings.items()))
+    for name, path in result.files.items():
+        click.echo(f"{name}: {path}")
 
 
 @main.command()

@@ -1,51 +1,252 @@
-"""The built-in demo: build a tiny homologous triple offline, merge it, and load the result.
+"""``frankmerge demo``: the whole pipeline on tiny trained models, with nothing downloaded.
 
-It exercises the whole foundation — layout detection, the streaming merge with and without
-FRANK's prior, the report, and a forward pass of the merged VLM on an image — in seconds, with
-nothing downloaded. (The trained tiny testbed that measures whether reasoning transfers is a
-later step; these tiny models are random.)
+Builds (or reuses from the cache) a base LLM, a reasoner fine-tuned from it and a LLaVA VLM whose
+language model starts from it; profiles the VLM's visual attention; analyses the task vectors;
+merges with FRANK (each prior) and every baseline; evaluates parents, controls and merges; scans a
+λ_V × λ_R grid of task arithmetic; and writes plots and one JSON of everything. See docs/testbed.md.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
-from frankmerge.merge import MergeResult, merge
-from frankmerge.recipe import MergeRecipe, Prior
-from frankmerge.testbed.tiny import build_tiny_triple, image_forward_inputs
+from frankmerge.testbed.trained.build import TestbedModels, build_testbed
+from frankmerge.testbed.trained.config import DEFAULT, QUICK, TestbedConfig
+from frankmerge.testbed.trained.encode import Encoder
+from frankmerge.testbed.trained.evaluate import evaluate_checkpoint
+from frankmerge.testbed.trained.plots import coefficients_png, lambda_map_png
+from frankmerge.testbed.trained.report import Row, chance_levels, results_table
+from frankmerge.testbed.trained.study import (
+    MergeOutcome,
+    baseline_specs,
+    frank_specs,
+    lambda_grid,
+    reverse_depth_spec,
+    run_merge,
+    unmerged_control,
+)
+from frankmerge.testbed.trained.tasks import EVAL_TASKS, Example, perception
+from frankmerge.testbed.trained.vocab import VISUAL_TOKENS
 
-DEMO_PRIORS = {"frank_prior_alpha0.3": Prior(kind="exponential", alpha=0.3), "frank_no_prior": Prior(kind="none")}
+log = logging.getLogger(__name__)
+
+TASKS: tuple[str, ...] = tuple(EVAL_TASKS)
+PROFILE_PROMPT = "how many red ?"  # the VLM's own kind of question, in its vocabulary
+PROFILE_SEED = 7
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    config: TestbedConfig = DEFAULT
+    n_items: int = 200  # evaluation items per task
+    grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    grid_items: int = 100
+    profile_images: int = 32
+    profile_bootstrap: int = 200
+    cache_dir: Path | None = None
+    rebuild: bool = False
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, **overrides: object) -> DemoOptions:
+        """The CI configuration: a 3-block 64-wide testbed, fewer items, a 3×3 grid."""
+        settings: dict[str, object] = dict(config=QUICK, n_items=60, grid=(0.0, 0.5, 1.0), grid_items=40, profile_images=8)
+        return cls(**{**settings, **overrides})  # type: ignore[arg-type]
 
 
 @dataclass
-class DemoRun:
-    name: str
-    result: MergeResult
-    logits_finite: bool
+class DemoResult:
+    workdir: Path
+    models: TestbedModels
+    rows: list[Row]
+    merges: list[MergeOutcome]
+    chance: dict[str, float]
+    table: str
+    summary: list[str] = field(default_factory=list)  # profile and task-vector lines printed under the table
+    files: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
-def run_demo(workdir: Path, family: str = "qwen2_vl") -> list[DemoRun]:
-    """Build (or reuse) a tiny triple under ``workdir`` and merge it with each demo prior."""
-    from transformers import AutoModelForImageTextToText
+def run_demo(workdir: Path, options: DemoOptions | None = None) -> DemoResult:
+    """Run every step into ``workdir`` and return the results (also in ``workdir/demo_results.json``)."""
     from transformers.utils import logging as hf_logging
 
+    from frankmerge.analysis import (
+        ProfileOptions,
+        analyze_task_vectors,
+        image_directory,
+        profile_vlm,
+        write_analysis,
+        write_profile,
+    )
+
     hf_logging.disable_progress_bar()
-    models = workdir / "models" / family
-    if not (models / "vlm" / "config.json").is_file():
-        build_tiny_triple(models, family)
-    runs = []
-    for name, prior in DEMO_PRIORS.items():
-        recipe = MergeRecipe(vlm=str(models / "vlm"), reasoner=str(models / "reasoner"), base=str(models / "base"), prior=prior)
-        out = workdir / "merged" / f"{family}-{name}"
-        result = merge(recipe, out, overwrite=True, progress=False)
-        model = AutoModelForImageTextToText.from_pretrained(out)
-        with torch.no_grad():
-            logits = model(**image_forward_inputs(out)).logits
-        runs.append(DemoRun(name, result, bool(torch.isfinite(logits).all())))
-    summary = {run.name: json.loads((run.result.out / "merge_report.json").read_text())["blocks"] for run in runs}
-    (workdir / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return runs
+    options = options or DemoOptions()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[step] = round(now - clock, 2)
+        clock = now
+
+    models = build_testbed(options.config, options.cache_dir, rebuild=options.rebuild, progress=options.progress)
+    lap("build_models")
+
+    images = _profile_images(workdir / "profile" / "images", options.profile_images)
+    profile_options = ProfileOptions(prompt=PROFILE_PROMPT, device="cpu", dtype="float32", n_boot=options.profile_bootstrap)
+    profile = profile_vlm(str(models.vlm), image_directory(images), profile_options)
+    profile_json = workdir / "profile" / "profile.json"
+    write_profile(profile, profile_json)
+    uniform = uniform_attention_ratio(PROFILE_PROMPT)
+    lap("profile")
+
+    analysis = analyze_task_vectors(
+        str(models.vlm),
+        str(models.reasoner),
+        str(models.base),
+        alpha=profile.fit.alpha,
+        alpha_source=f"profile {profile_json}",
+        profile_layers=profile.num_layers,
+    )
+    write_analysis(analysis, workdir / "analysis")
+    lap("analyze")
+
+    merged_root = workdir / "merged"
+    shutil.rmtree(merged_root, ignore_errors=True)
+    specs = frank_specs(profile_json) + baseline_specs(profile.num_layers)
+    merges = [run_merge(models, spec, merged_root / spec.name) for spec in specs]
+    reference = next((m for m in merges if m.spec.name == "frank" and m.path), next(m for m in merges if m.path))
+    merges.append(run_merge(models, reverse_depth_spec(reference), merged_root / "reverse_depth"))
+    merges.append(unmerged_control(models, merged_root / "reasoner_in_vlm"))
+    lap("merge")
+
+    rows = [
+        Row(name, "parent", evaluate_checkpoint(name, getattr(models, name), TASKS, options.n_items))
+        for name in ("base", "reasoner", "vlm")
+    ]
+    order = {"control": 0, "frank": 1, "baseline": 2}
+    for outcome in sorted((m for m in merges if m.path), key=lambda m: order[m.spec.group]):
+        rows.append(
+            Row(
+                outcome.spec.name,
+                outcome.spec.group,
+                evaluate_checkpoint(outcome.spec.name, outcome.path, TASKS, options.n_items),
+            )
+        )
+    lap("evaluate")
+
+    cells = lambda_grid(models, options.grid, merged_root / "grid", TASKS, options.grid_items)
+    lap("lambda_grid")
+
+    chance = chance_levels(options.n_items)
+    plots = workdir / "plots"
+    plots.mkdir(exist_ok=True)
+    files = {
+        "profile": str(profile_json),
+        "profile_plot": str(profile_json.with_suffix(".png")),
+        "analysis": str(workdir / "analysis"),
+        "coefficients_plot": str(coefficients_png([m for m in merges if m.spec.group != "grid"], plots / "coefficients.png")),
+        "lambda_map_plot": str(lambda_map_png(cells, TASKS, plots / "lambda_map.png", chance_levels(options.grid_items))),
+    }
+    table = results_table(rows, chance)
+    summary = [
+        f"visual-attention ratio a_l, l = 1..{profile.num_layers}: "
+        + " ".join(f"{a:.2f}" for a in profile.ratios)
+        + f"  (uniform attention: {uniform:.2f}; fit alpha = {profile.fit.alpha:.3f}, R^2 = {profile.fit.r2 or 0:.2f})",
+        "cos(tau_V, tau_R) per block: " + " ".join(f"{b.cos_vr:+.2f}" for b in analysis.blocks),
+        "|tau_V| / |theta_0| per block: " + " ".join(f"{b.rel_norm_v:.2f}" for b in analysis.blocks),
+        "|tau_R| / |theta_0| per block: " + " ".join(f"{b.rel_norm_r:.2f}" for b in analysis.blocks),
+    ]
+    lap("plots")
+    result = DemoResult(workdir, models, rows, merges, chance, table, summary, files, timings)
+    data = {
+        "testbed": models.to_json(),
+        "options": {
+            "n_items": options.n_items,
+            "grid": list(options.grid),
+            "grid_items": options.grid_items,
+            "profile_images": options.profile_images,
+        },
+        "chance": chance,
+        "profile": {
+            "prompt": PROFILE_PROMPT,
+            "query": profile_options.query,
+            "a_l": [float(a) for a in profile.ratios],
+            "uniform_attention_a": uniform,
+            "alpha": profile.fit.alpha,
+            "C": profile.fit.C,
+            "r2": profile.fit.r2,
+            "alpha_ci95": list(profile.bootstrap.ci95),
+        },
+        "task_vectors": [
+            {
+                "layer": b.layer,
+                "cos": b.cos_vr,
+                "rel_norm_v": b.rel_norm_v,
+                "rel_norm_r": b.rel_norm_r,
+                "norm_v": b.norm_v,
+                "norm_r": b.norm_r,
+            }
+            for b in analysis.blocks
+        ],
+        "analysis_warnings": [message for _, message in analysis.warnings],
+        "merges": [m.to_json() for m in merges],
+        "evaluations": [{"group": r.group, **r.evaluation.to_json()} for r in rows],
+        "lambda_grid": [c.to_json() for c in cells],
+        "files": files,
+        "timings": {**timings, "total": round(sum(timings.values()), 2)},
+        "table": table.splitlines() + summary,
+    }
+    (workdir / "demo_results.json").write_text(json.dumps(_finite(data), indent=2) + "\n")
+    result.files["results"] = str(workdir / "demo_results.json")
+    return result
+
+
+def _profile_images(directory: Path, count: int) -> Path:
+    """Testbed scenes as PNG files: the calibration set the profile reads, like any image folder."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    rng = np.random.default_rng(PROFILE_SEED)
+    for i in range(count):
+        image = perception(rng).image
+        assert image is not None
+        Image.fromarray(image).save(directory / f"scene_{i:03d}.png")
+    return directory
+
+
+def uniform_attention_ratio(prompt: str) -> float:
+    """a_l if every query spread its attention uniformly over its causal keys (profile query
+    "after_image": every prompt token after the image): the reference a trained model's a_l is read
+    against."""
+    encoder = Encoder()
+    ids = encoder.prompt_ids(Example("profile", prompt, (), (), "", np.zeros((1, 1, 3), np.uint8)))
+    last_visual = max(i for i, t in enumerate(ids) if t == encoder.image_id)
+    ratios = [VISUAL_TOKENS / (p + 1) for p in range(last_visual + 1, len(ids))]
+    return float(sum(ratios) / len(ratios))
+
+
+def _finite(value: object) -> object:
+    """JSON without NaN: NaN and infinities become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _finite(value.tolist())
+    return value

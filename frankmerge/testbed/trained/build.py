@@ -1,0 +1,117 @@
+"""Build the three testbed checkpoints once and reuse them from a cache keyed by config hashes.
+
+Layout: ``CACHE/base-<key>/base``, ``.../reasoner-<key>``, ``.../vlm-<key>``: the fine-tunes live
+next to the base they start from, so testbeds that differ only in a fine-tune share the base.
+Each stage is written to a temporary directory and renamed into place with a
+``testbed_stage.json`` stamp, so an interrupted build resumes at the first missing stage and never
+reuses a half-written model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from frankmerge.testbed.trained.config import TestbedConfig
+from frankmerge.testbed.trained.models import load_model, new_base, save_checkpoint, vlm_from_base
+from frankmerge.testbed.trained.tasks import stage_sampler
+from frankmerge.testbed.trained.train import StageLog, train_stage
+
+log = logging.getLogger(__name__)
+
+STAMP = "testbed_stage.json"
+STAGES: tuple[str, ...] = ("base", "reasoner", "vlm")
+
+
+@dataclass(frozen=True)
+class TestbedModels:
+    """Paths of a built testbed and what building it took (``built`` lists stages trained in this call)."""
+
+    config: TestbedConfig
+    base: Path
+    reasoner: Path
+    vlm: Path
+    logs: dict[str, dict[str, object]] = field(default_factory=dict)
+    built: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "config": self.config.to_json(),
+            "paths": {"base": str(self.base), "reasoner": str(self.reasoner), "vlm": str(self.vlm)},
+            "training": self.logs,
+            "built_now": list(self.built),
+            "build_seconds": round(self.seconds, 1),
+        }
+
+
+def default_cache_dir() -> Path:
+    """``$FRANKMERGE_CACHE/testbed``, else ``$XDG_CACHE_HOME/frankmerge/testbed``, else ``~/.cache/...``."""
+    if os.environ.get("FRANKMERGE_CACHE"):
+        return Path(os.environ["FRANKMERGE_CACHE"]) / "testbed"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "frankmerge" / "testbed"
+
+
+def stage_paths(config: TestbedConfig, cache_dir: Path) -> dict[str, Path]:
+    root = Path(cache_dir) / f"base-{config.stage_key('base')}"
+    return {s: root / (s if s == "base" else f"{s}-{config.stage_key(s)}") for s in STAGES}
+
+
+def build_testbed(
+    config: TestbedConfig, cache_dir: Path | None = None, *, rebuild: bool = False, progress: bool = False
+) -> TestbedModels:
+    """Train (or reuse) base, reasoner and VLM for ``config`` under ``cache_dir``."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    paths = stage_paths(config, cache_dir or default_cache_dir())
+    started, logs, built = time.perf_counter(), {}, []
+    for stage in STAGES:
+        # Rebuilding the base invalidates both fine-tunes.
+        stale = rebuild or "base" in built
+        cached = None if stale else _stamp(paths[stage], config, stage)
+        if cached is not None:
+            logs[stage] = cached
+            continue
+        logs[stage] = _build_stage(stage, config, paths, progress).to_json()
+        built.append(stage)
+    return TestbedModels(
+        config, paths["base"], paths["reasoner"], paths["vlm"], logs, tuple(built), time.perf_counter() - started
+    )
+
+
+def _stamp(path: Path, config: TestbedConfig, stage: str) -> dict[str, object] | None:
+    """The stage's training log when ``path`` holds a complete stage for this config, else None."""
+    try:
+        stamp = json.loads((path / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+    return stamp.get("log") if stamp.get("key") == config.stage_key(stage) else None
+
+
+def _build_stage(stage: str, config: TestbedConfig, paths: dict[str, Path], progress: bool) -> StageLog:
+    schedule = getattr(config, stage)
+    seed = config.seed * 1000 + STAGES.index(stage) + 1
+    sample = stage_sampler(stage, schedule.text_mix)
+    if stage == "base":
+        model = new_base(config.size, seed)
+    elif stage == "reasoner":
+        model = load_model(paths["base"])
+    else:
+        model = vlm_from_base(load_model(paths["base"]), config.size, seed)
+    record = train_stage(stage, model, schedule, sample, seed, progress=progress)
+    target = paths[stage]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_checkpoint(model, tmp)
+    stamp = {"stage": stage, "key": config.stage_key(stage), "config": config.to_json(), "log": record.to_json()}
+    (tmp / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return record

@@ -1,0 +1,102 @@
+"""The training loop shared by the three stages: AdamW, warm-up + cosine, fresh examples every step.
+
+Examples are drawn on the fly from a seeded generator, so a stage is reproducible from its seed
+and never sees the same batch twice. Training runs in float32 on the CPU; callers set the thread
+count (``torch.set_num_threads``) because oversubscribed OpenMP makes tiny models far slower.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from frankmerge.testbed.trained.config import Stage
+from frankmerge.testbed.trained.encode import Encoder
+from frankmerge.testbed.trained.tasks import Example
+
+log = logging.getLogger(__name__)
+
+LOSS_WINDOW = 25  # steps averaged for each logged loss
+
+
+@dataclass
+class StageLog:
+    """What a training stage did: loss curve (mean over windows), final loss, wall time."""
+
+    stage: str
+    steps: int
+    seconds: float
+    trainable_parameters: int
+    losses: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def final_loss(self) -> float:
+        return self.losses[-1][1] if self.losses else math.nan
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "stage": self.stage,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 2),
+            "trainable_parameters": self.trainable_parameters,
+            "final_loss": self.final_loss,
+            "losses": self.losses,
+        }
+
+
+def lr_factor(step: int, stage: Stage) -> float:
+    """Linear warm-up to 1, then cosine decay to 0.1."""
+    if step < stage.warmup:
+        return (step + 1) / stage.warmup
+    progress = (step - stage.warmup) / max(1, stage.steps - stage.warmup)
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_stage(
+    name: str,
+    model: torch.nn.Module,
+    stage: Stage,
+    sample: Callable[[np.random.Generator], Example],
+    seed: int,
+    *,
+    loss_on_prompt: bool = False,
+    progress: bool = False,
+) -> StageLog:
+    """Train ``model`` in place for ``stage.steps`` steps on examples from ``sample``."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    encoder = Encoder()
+    if stage.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay, betas=(0.9, 0.98))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, stage))
+    record = StageLog(name, stage.steps, 0.0, sum(p.numel() for p in params))
+    model.train()
+    started, window = time.perf_counter(), []
+    bar = tqdm(range(stage.steps), desc=f"training {name}", unit="step", disable=not progress)
+    for step in bar:
+        batch = encoder.batch([sample(rng) for _ in range(stage.batch)], loss_on_prompt=loss_on_prompt)
+        loss = model(**batch.model_inputs(), labels=batch.labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        window.append(loss.item())
+        if len(window) == LOSS_WINDOW or step == stage.steps - 1:
+            record.losses.append((step + 1, round(sum(window) / len(window), 4)))
+            bar.set_postfix(loss=f"{record.losses[-1][1]:.3f}")
+            window = []
+    model.get_input_embeddings().weight.requires_grad_(True)
+    model.eval()
+    record.seconds = time.perf_counter() - started
+    log.info("%s: %d steps in %.1fs, final loss %.4f", name, stage.steps, record.seconds, record.final_loss)
+    return record

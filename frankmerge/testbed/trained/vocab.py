@@ -1,0 +1,85 @@
+"""The testbed's 64-token word-level vocabulary, its tokenizer and the LLaVA processor.
+
+All three models share one vocabulary (homologous embedding rows); the VLM's processor expands
+``<image>`` into one token per vision patch, exactly as for a real LLaVA checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import decoders
+from transformers import LlavaProcessor, PreTrainedTokenizerFast, SiglipImageProcessor
+
+from frankmerge.testbed.tiny_tokenizers import (
+    BOS,
+    EOS,
+    IM_END,
+    PAD,
+    THINK_CLOSE,
+    THINK_OPEN,
+    UNK,
+    build_vocab,
+    chat_template,
+    make_tokenizer,
+)
+
+VOCAB_SIZE = 64
+IMAGE_TOKEN = "<image>"
+COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow")
+MAX_NUMBER = 16
+NUMBERS: tuple[str, ...] = tuple(str(i) for i in range(MAX_NUMBER + 1))
+WORDS: tuple[str, ...] = ("how", "many", "shapes", "?", ".", "copy", "first", "last", "colour", "+", "*", "=")
+# Stripped from decoded generations before scoring; <think> / </think> stay (the scorer reads them).
+END_TOKENS: tuple[str, ...] = (IM_END, EOS, PAD, BOS, UNK)
+
+IMAGE_PX = 32
+PATCH = 8
+VISUAL_TOKENS = (IMAGE_PX // PATCH) ** 2
+
+
+def testbed_vocab() -> dict[str, int]:
+    """Specials, the image token, colours, task words and numbers 0..16; fillers pad it to 64."""
+    return build_vocab([IMAGE_TOKEN, *COLOURS, *WORDS, *NUMBERS], VOCAB_SIZE)
+
+
+def testbed_tokenizer() -> PreTrainedTokenizerFast:
+    """Word-level tokenizer; ``<think>``/``</think>`` are added (not special) tokens, as in R1-style models.
+
+    All three models share this tokenizer and its chat template (images render as ``<image>``).
+    Decoding joins words with spaces (a WordPiece decoder with no ``##`` pieces and no clean-up).
+    """
+    tok = make_tokenizer(
+        testbed_vocab(),
+        named_specials={"image_token": IMAGE_TOKEN},
+        extra_specials=[IMAGE_TOKEN],
+        added_tokens=(THINK_OPEN, THINK_CLOSE),
+        template=chat_template(image_placeholder=IMAGE_TOKEN),
+    )
+    tok.backend_tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    return tok
+
+
+def load_text_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    """The word-level tokenizer of a saved testbed text model.
+
+    ``AutoTokenizer`` cannot be used for these: transformers 5 maps ``model_type: qwen2`` to
+    ``Qwen2Tokenizer``, which rebuilds a byte-level BPE from the vocabulary whatever
+    ``tokenizer_config.json`` says. (The VLM is a LLaVA, whose processor loads the file as it is.)
+    """
+    return PreTrainedTokenizerFast.from_pretrained(path)
+
+
+def testbed_processor() -> LlavaProcessor:
+    """LLaVA processor: 32×32 images, patch 8, no CLS token, so ``<image>`` becomes 16 tokens."""
+    tok = testbed_tokenizer()
+    image_processor = SiglipImageProcessor(size={"height": IMAGE_PX, "width": IMAGE_PX})
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tok,
+        patch_size=PATCH,
+        vision_feature_select_strategy="full",
+        num_additional_image_tokens=0,
+        chat_template=tok.chat_template,
+        image_token=IMAGE_TOKEN,
+    )
