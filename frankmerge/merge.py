@@ -54,6 +54,7 @@ class SharedRecord:
     merged_rows: int | None = None
     lambda_v: float | None = None
     lambda_r: float | None = None
+    kept_vlm_rows: int | None = None  # rows inside the merged range kept because their token differs
 
 
 @dataclass
@@ -171,7 +172,7 @@ def _merge_opened(
                 result.stats.append(stats)
                 result.coefficients.append(coefficients)
                 bar.set_postfix(lambda_v=f"{coefficients.lambda_v:.3f}")
-            result.shared = _write_shared(ws, writer, inputs, recipe, result.coefficients, tokens.carried)
+            result.shared = _write_shared(ws, writer, inputs, recipe, result.coefficients, tokens)
             weight_map = writer.close()
         except BaseException:
             writer.abort()
@@ -197,6 +198,7 @@ def _merge_opened(
             weight_files=sorted(set(weight_map.values())),
             wall_time_s=time.perf_counter() - started,
             peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            profile_made_here=profile_dir is not None,
         )
         reproducible = _with_absolute_paths(recipe, inputs)
         write_model_card(staging, out.name, reproducible, result.report)
@@ -311,15 +313,18 @@ def _write_shared(
     inputs: dict[str, RoleInput],
     recipe: MergeRecipe,
     coefficients: list[BlockCoefficients],
-    carried: list[CarriedToken],
+    tokens: TokenPlan,
 ) -> list[SharedRecord]:
     """Embeddings, final norm and lm_head: the VLM's, or (merge_shared) merged on shared rows.
 
     Merged with the coefficients of the nearest block: block 1 for the embeddings, block L for
-    the final norm and lm_head. Rows are shared by index: rows beyond the smallest vocabulary
-    (the VLM's own image tokens, padding) keep the VLM's values. Carried reasoning tokens take
-    the reasoner's rows, in place of a padding row or appended after the last one.
+    the final norm and lm_head. A row is merged only where both tokenizers give its id the same
+    token text; rows beyond the smallest vocabulary, padding rows and ids that mean different
+    tokens (the VLM's image tokens among them) keep the VLM's values. Without tokenizers, rows are
+    matched by index alone, with a warning. Carried reasoning tokens take the reasoner's rows, in
+    place of a padding row or appended after the last one.
     """
+    carried = tokens.carried
     layout = inputs["vlm"].layout
     records = []
     targets = [("embed", coefficients[0]), ("norm", coefficients[-1])]
@@ -336,11 +341,42 @@ def _write_shared(
             rows = min(s.checkpoint.info(s.name).shape[0] for s in triple)
             per_row = vlm_info.numel // vlm_info.shape[0]
             lambdas = (coefficient.lambda_v, coefficient.lambda_r)
+            kept: list[int] = []
+            if attribute != "norm":
+                kept = _rows_to_keep(tokens, rows)
+                patch = _keep_vlm_rows(ws, triple[0], per_row, kept, patch)
             write_merged(ws, writer, triple[0].name, triple, *lambdas, rows * per_row, vlm_info.numel, patch=patch)
-            records.append(SharedRecord(triple[0].name, "merged", rows, *lambdas))
+            records.append(SharedRecord(triple[0].name, "merged", rows - len(kept), *lambdas, kept_vlm_rows=len(kept)))
         if appended is not None:
             writer.write(triple[0].name, appended.to(writer.expect().dtype))
     return records
+
+
+MAX_KEPT_SHARE = 0.1  # merge_shared refuses vocabularies that disagree on more rows than this
+
+
+def _rows_to_keep(tokens: TokenPlan, rows: int) -> list[int]:
+    """Rows below ``rows`` that merge_shared must leave as the VLM's (their tokens differ)."""
+    if tokens.rows_of_other_meaning is None:
+        log.warning("embeddings=merge_shared without both tokenizers: rows are matched by index alone")
+        return []
+    kept = [i for i in tokens.rows_of_other_meaning if i < rows]
+    if len(kept) > MAX_KEPT_SHARE * rows:
+        raise RecipeError(
+            f"embeddings=merge_shared: {len(kept)} of {rows} embedding rows hold different tokens in the VLM and the "
+            "reasoner, so their vocabularies are not the same; use --embeddings keep_vlm"
+        )
+    return kept
+
+
+def _keep_vlm_rows(ws: Workspace, vlm: Source, width: int, kept: list[int], patch: RowPatch | None) -> RowPatch | None:
+    """A patch that writes the VLM's own values into ``kept`` rows; carried-token rows win over it."""
+    if not kept:
+        return patch
+    rows = {i: ws.read_f32(vlm, i * width, width).clone() for i in kept}
+    if patch is not None:
+        rows.update(patch.rows)
+    return RowPatch(width, rows)
 
 
 def _carried_rows(

@@ -98,6 +98,7 @@ def write_report(
     weight_files: list[str],
     wall_time_s: float,
     peak_rss_bytes: int,
+    profile_made_here: bool = False,
 ) -> dict[str, object]:
     report: dict[str, object] = {
         "tool": "frankmerge",
@@ -119,7 +120,7 @@ def write_report(
         "peak_rss_bytes": peak_rss_bytes,
     }
     if recipe.prior is not None and recipe.prior.profile is not None:
-        report["profile"] = _profile_record(recipe.prior.profile, directory)
+        report["profile"] = _profile_record(recipe.prior.profile, directory, profile_made_here)
     (directory / REPORT_NAME).write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
     return report
 
@@ -142,12 +143,16 @@ def _method_text(recipe: MergeRecipe, settings: dict[str, object]) -> str:
     return f"FRANK's layer-wise closed-form fusion with {_prior_text(recipe)}"
 
 
-def _profile_record(profile: str, directory: Path) -> dict[str, Any]:
-    """What the profile that gave α says about itself (a profile made by this merge sits in ``directory``)."""
+def _profile_record(profile: str, directory: Path, made_here: bool) -> dict[str, Any]:
+    """What the profile that gave α says about itself.
+
+    A profile made by this merge was copied into ``directory`` (the staging directory): read that
+    copy, since with ``--overwrite`` the file at its final path is still the previous merge's.
+    """
     from frankmerge.analysis import profile_summary
 
     path = Path(profile)
-    return {**profile_summary(directory / path.name if not path.is_file() else path), "path": profile}
+    return {**profile_summary(directory / path.name if made_here else path), "path": profile}
 
 
 def _prior_text(recipe: MergeRecipe) -> str:

@@ -165,7 +165,7 @@ def write_merged(
             raise NonFiniteError(f"merged tensor {out_name!r} overflowed to Inf; use --dtype float32")
         if patch is not None:
             patch.apply(start, acc)
-        writer.write(out_name, ws.out[:count].copy_(acc))  # type: ignore[index]
+        writer.write(out_name, _narrowed(ws, out_name, ws.out[:count].copy_(acc)))  # type: ignore[index]
 
 
 def write_copy(ws: Workspace, writer: ShardedWriter, out_name: str, source: Source, patch: RowPatch | None = None) -> None:
@@ -178,10 +178,17 @@ def write_copy(ws: Workspace, writer: ShardedWriter, out_name: str, source: Sour
         if raw.is_floating_point():
             _check_finite(ws, raw, source)
         if planned.dtype != raw.dtype:
-            raw = raw.to(planned.dtype)
+            raw = _narrowed(ws, out_name, raw.to(planned.dtype)) if raw.is_floating_point() else raw.to(planned.dtype)
         if patch is not None:
             patch.apply(start, raw)
         writer.write(out_name, raw)
+
+
+def _narrowed(ws: Workspace, out_name: str, values: torch.Tensor) -> torch.Tensor:
+    """``values`` after the cast to float16, refused if the cast overflowed (|x| > 65504 becomes Inf)."""
+    if values.dtype == torch.float16 and not ws.allow_nonfinite and not bool(torch.isfinite(values).all()):
+        raise NonFiniteError(f"tensor {out_name!r} overflows float16 (|x| > 65504); use --dtype bfloat16 or float32")
+    return values
 
 
 def _raise_if_nonfinite(ws: Workspace, sources: tuple[Source, ...], start: int, count: int) -> None:
@@ -219,7 +226,7 @@ def write_elementwise(
     merged = theta_0.add_(merge_delta(tau_v.reshape(shape), tau_r.reshape(shape), vlm.name).reshape(-1))
     for start in range(0, max(numel, 1), ws.chunk):
         count = min(ws.chunk, numel - start)
-        writer.write(out_name, ws.out[:count].copy_(merged[start : start + count]))  # type: ignore[index]
+        writer.write(out_name, _narrowed(ws, out_name, ws.out[:count].copy_(merged[start : start + count])))  # type: ignore[index]
 
 
 def _load_f32(ws: Workspace, source: Source, numel: int) -> torch.Tensor:

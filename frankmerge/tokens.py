@@ -48,6 +48,8 @@ class TokenPlan:
     report: dict[str, Any]
     carried: list[CarriedToken] = field(default_factory=list)
     tokenizer: Any = None  # the VLM's tokenizer with the carried tokens added (None: keep files as they are)
+    # Row ids whose token differs between the VLM and the reasoner (None: tokenizers not compared).
+    rows_of_other_meaning: list[int] | None = None
 
     def rows(self, vlm_rows: int) -> int:
         """Embedding rows of the merged model: the VLM's, grown only if a new id needs it."""
@@ -117,6 +119,17 @@ def compare_vocabularies(vlm: Any, reasoner: Any, vlm_rows: int, reasoner_rows: 
     }
 
 
+def rows_of_other_meaning(vlm: Any, reasoner: Any, rows: int) -> list[int]:
+    """Row ids below ``rows`` that do not hold the same token in both models.
+
+    Collisions (InternVL2.5's ``<IMG_CONTEXT>`` and QwQ's ``<think>`` at 151667), tokens only one
+    model has, and padding rows: merging such rows by index would mix unrelated vectors.
+    """
+    vlm_by_id = {i: t for t, i in vlm.get_vocab().items()}
+    reasoner_by_id = {i: t for t, i in reasoner.get_vocab().items()}
+    return [i for i in range(rows) if vlm_by_id.get(i) is None or vlm_by_id.get(i) != reasoner_by_id.get(i)]
+
+
 def plan_tokens(
     vlm_dir: Path,
     reasoner_dir: Path,
@@ -136,7 +149,8 @@ def plan_tokens(
         log.warning("%s tokenizer unavailable (%s): vocabularies not compared, no reasoning tokens carried over", missing, reason)
         return TokenPlan({"status": f"skipped: {missing} tokenizer unavailable ({reason})", "carried": []})
     report = compare_vocabularies(vlm_tok, reasoner_tok, vlm_rows, reasoner_rows)
-    plan = TokenPlan(report)
+    plan = TokenPlan(report, rows_of_other_meaning=rows_of_other_meaning(vlm_tok, reasoner_tok, min(vlm_rows, reasoner_rows)))
+    report["rows_of_other_meaning"] = len(plan.rows_of_other_meaning)
     found = {t: single_token_id(reasoner_tok, t) for t in reasoning_tokens}
     report["reasoner_reasoning_tokens"] = {t: i for t, i in found.items() if i is not None}
     if not any(i is not None for i in found.values()):

@@ -101,6 +101,14 @@ def test_no_prior_option_profiles_the_vlm_first(triple, tmp_path: Path):
     assert report["profile"]["path"] == str((tmp_path / "out" / "profile.json").absolute())
     assert report["profile"]["images"]["kind"] == "bundled"
 
+    # --overwrite: the report describes the profile made now, not the previous merge's file.
+    profile["images"]["kind"] = "stale"
+    (tmp_path / "out" / "profile.json").write_text(json.dumps(profile))
+    code, output = run_cli(merge_args(*triple, tmp_path / "out", "--overwrite"))
+    assert code == 0, output
+    report = json.loads((tmp_path / "out" / "merge_report.json").read_text())
+    assert report["profile"]["images"]["kind"] == "bundled"
+
 
 def test_fitted_prior_needs_a_profile(triple, tmp_path: Path):
     assert_refused(merge_args(*triple, tmp_path / "out", "--prior", "fitted", "--alpha", "0.1"), tmp_path / "out", "--profile")
@@ -220,6 +228,29 @@ def test_nonfinite_vision_tensor(triple, tmp_path: Path):
         lambda name, t: torch.full_like(t, float("nan")) if name.startswith("visual.") and name.endswith("weight") else t,
     )
     assert_refused(merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior"), tmp_path / "out", "--vlm", "visual.")
+
+
+@pytest.mark.parametrize("where", ["layers.1.mlp.down_proj.weight", "visual."])
+def test_float16_overflow_is_refused(triple, tmp_path: Path, where: str):
+    """A finite float32 value past float16's range must not become Inf silently in the output."""
+    vlm, reasoner, base = triple
+
+    def enlarge(name: str, tensor: torch.Tensor) -> torch.Tensor:
+        if (name.endswith(where) or name.startswith(where)) and tensor.is_floating_point():
+            tensor = tensor.clone()
+            tensor.view(-1)[0] = 1e5
+        return tensor
+
+    for role in (vlm, reasoner, base):
+        rewrite(role, enlarge)
+    assert_refused(
+        merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior", "--dtype", "float16"),
+        tmp_path / "out",
+        "overflows float16",
+        "--dtype bfloat16",
+    )
+    code, output = run_cli(merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior", "--dtype", "bfloat16"))
+    assert code == 0, output
 
 
 def test_pickled_weights_need_the_flag(triple, tmp_path: Path):

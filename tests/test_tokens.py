@@ -185,3 +185,74 @@ def test_tokens_command_reports_before_merging(tiny_triple, tmp_path: Path):
     report = json.loads(result.output)
     assert [c["text"] for c in report["carried"]] == list(THINK)
     assert report["vlm_embedding_rows"] == 512 and not list(tmp_path.glob("out*"))
+
+
+def _pad_vlm_embeddings(directory: Path, extra: int) -> None:
+    """Pad a VLM's embedding and lm_head rows past its tokenizer, as Qwen2.5-VL checkpoints are."""
+    for path in directory.glob("*.safetensors"):
+        state = load_file(path)
+        for name in [n for n in state if n.endswith(("embed_tokens.weight", "lm_head.weight"))]:
+            state[name] = torch.cat([state[name], torch.full((extra, state[name].shape[1]), 0.5, dtype=state[name].dtype)])
+        save_file(state, path, metadata={"format": "pt"})
+    config = json.loads((directory / "config.json").read_text())
+    for section in (config, config.get("text_config")):
+        if isinstance(section, dict) and "vocab_size" in section:
+            section["vocab_size"] += extra
+    (directory / "config.json").write_text(json.dumps(config))
+
+
+def test_reasoning_tokens_take_padding_rows_of_a_padded_vlm(tiny_triple, tmp_path: Path):
+    vlm, reasoner, base = _copy(tiny_triple("qwen2_vl"), tmp_path)
+    _rename_in_vocab(vlm, {"<think>": "<unused_a>", "</think>": "<unused_b>"})
+    _pad_vlm_embeddings(vlm, 6)
+    V, R = load_dir(vlm), load_dir(reasoner)
+    rows, size = _embed(V).shape[0], len(AutoTokenizer.from_pretrained(vlm))
+    assert rows == size + 6, "the VLM's tokenizer is shorter than its embedding matrix"
+
+    out = tmp_path / "out"
+    merge(MergeRecipe(vlm=str(vlm), reasoner=str(reasoner), base=str(base), prior=Prior(kind="none")), out, progress=False)
+    M = load_dir(out)
+    merged_tok = AutoTokenizer.from_pretrained(out)
+    reasoner_tok = AutoTokenizer.from_pretrained(reasoner)
+    carried = [merged_tok.convert_tokens_to_ids(t) for t in THINK]
+    assert carried == [size, size + 1], "fresh ids right after the VLM's tokenizer, inside its padding rows"
+    assert _embed(M).shape[0] == _head(M).shape[0] == rows, "padding rows are reused, never truncated or grown"
+    for text, new_id in zip(THINK, carried, strict=True):
+        assert torch.equal(_embed(M)[new_id], _embed(R)[reasoner_tok.convert_tokens_to_ids(text)])
+        assert torch.equal(_head(M)[new_id], _head(R)[reasoner_tok.convert_tokens_to_ids(text)])
+    untouched = [i for i in range(rows) if i not in carried]
+    assert torch.equal(_embed(M)[untouched], _embed(V)[untouched]) and torch.equal(_head(M)[untouched], _head(V)[untouched])
+    config = json.loads((out / "config.json").read_text())
+    assert config["text_config"]["vocab_size"] == rows
+    assert config.get("vocab_size", rows) == rows, "a top-level vocab_size agrees too"
+
+
+def test_merge_shared_keeps_rows_whose_tokens_differ(tiny_triple, tmp_path: Path):
+    """merge_shared must not average the VLM's image token with the reasoner's <think> (InternVL2.5 vs QwQ)."""
+    vlm, reasoner, base = _copy(tiny_triple("qwen2_vl"), tmp_path)
+    _reasoner_tokenizer_with_swapped_ids(reasoner, {"<think>": "<|image_pad|>", "</think>": "<|video_pad|>"})
+    vlm_tok, reasoner_tok = AutoTokenizer.from_pretrained(vlm), AutoTokenizer.from_pretrained(reasoner)
+    image_id = json.loads((vlm / "config.json").read_text())["image_token_id"]
+    differing = sorted({vlm_tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", *THINK)})
+
+    out = tmp_path / "out"
+    recipe = MergeRecipe(
+        vlm=str(vlm), reasoner=str(reasoner), base=str(base), prior=Prior(kind="none"), embeddings="merge_shared"
+    )
+    result = merge(recipe, out, progress=False)
+    V, R, B, M = load_dir(vlm), load_dir(reasoner), load_dir(base), load_dir(out)
+    assert image_id in differing and reasoner_tok.convert_tokens_to_ids("<think>") == image_id
+    assert torch.equal(_embed(M)[differing], _embed(V)[differing]), "rows of differing tokens stay the VLM's"
+    assert torch.equal(_head(M)[differing], _head(V)[differing])
+    same = [i for i in range(_embed(R).shape[0]) if i not in differing]
+    first = result.coefficients[0]
+    theta_0 = _embed(B)[same].double()
+    expected = (
+        theta_0 + first.lambda_v * (_embed(V)[same].double() - theta_0) + first.lambda_r * (_embed(R)[same].double() - theta_0)
+    )
+    torch.testing.assert_close(_embed(M)[same].double(), expected, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(_embed(M)[same], _embed(V)[same]), "the shared rows are merged"
+    records = {r.tensor: r for r in result.shared}
+    embed_name = next(n for n in M if n.endswith("embed_tokens.weight"))
+    assert records[embed_name].kept_vlm_rows == len(differing)
+    assert json.loads((out / "merge_report.json").read_text())["tokens"]["rows_of_other_meaning"] == len(differing)

@@ -119,6 +119,8 @@ def write_config(
         config["dtype"] = dtype_name(dtype)
     if vocab_rows is not None:  # the text decoder's vocab_size must match the embedding rows
         (text if isinstance(text, dict) else config)["vocab_size"] = vocab_rows
+        if isinstance(text, dict) and "vocab_size" in config:  # a top-level copy (legacy configs) too
+            config["vocab_size"] = vocab_rows
     (destination / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return config
 
