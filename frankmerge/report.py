@@ -30,12 +30,30 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def describe_input(item: RoleInput) -> dict[str, object]:
-    """Paths, sizes and a content fingerprint of each weights file.
+SAMPLE_WINDOWS = 64
+SAMPLE_BYTES = 1 << 16
 
-    For safetensors the fingerprint is the SHA-256 of the header (names, dtypes, shapes and byte
-    offsets of every tensor) and, for the index, of the index file: cheap on 70 GB models, and it
-    changes whenever the tensor set or layout does. Full-file hashes are left to ``sha256sum``.
+
+def _sample_sha256(path: Path, header: bytes) -> str:
+    """SHA-256 of the header and evenly spaced windows of the tensor bytes that follow it."""
+    digest = hashlib.sha256(header)
+    start, size = 8 + len(header), path.stat().st_size
+    span = max(size - start - SAMPLE_BYTES, 0)
+    with path.open("rb") as handle:
+        for i in range(SAMPLE_WINDOWS):
+            handle.seek(start + span * i // max(SAMPLE_WINDOWS - 1, 1))
+            digest.update(handle.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
+def describe_input(item: RoleInput) -> dict[str, object]:
+    """Paths, sizes and content fingerprints of each weights file.
+
+    Hashing 70 GB of weights would cost more than the merge, so a safetensors file gets the SHA-256
+    of its header (names, dtypes, shapes, offsets) and ``sample_sha256``: the header plus
+    ``SAMPLE_WINDOWS`` evenly spaced windows of its tensor bytes (4 MiB read), which tells apart
+    checkpoints of one architecture. A file in the Hugging Face cache is a link to a blob named by
+    the SHA-256 of its whole content: that exact hash is recorded too. Small files are hashed whole.
     """
     files = []
     for path in item.checkpoint.files:
@@ -43,8 +61,12 @@ def describe_input(item: RoleInput) -> dict[str, object]:
         header = item.checkpoint.header_bytes.get(path.name)
         if header is not None:
             entry["header_sha256"] = _sha256(header)
+            entry["sample_sha256"] = _sample_sha256(path, header)
         elif path.suffix == ".json" or path.stat().st_size < (64 << 20):
             entry["sha256"] = _sha256(path.read_bytes())
+        blob = path.resolve().name
+        if path.is_symlink() and len(blob) == 64 and all(c in "0123456789abcdef" for c in blob):
+            entry["sha256"] = blob  # the hub cache names LFS blobs by their SHA-256
         files.append(entry)
     layout = item.layout
     return {

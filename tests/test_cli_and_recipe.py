@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from frankmerge import MergeRecipe, Prior, merge
 from frankmerge.checkpoints.resolve import resolve_checkpoint
 from frankmerge.cli import main
 from tests.reference import load_dir
@@ -120,6 +122,32 @@ def test_hub_id_resolves_from_the_local_cache(tiny_triple, tmp_path: Path, monke
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
     assert resolve_checkpoint("acme/tiny-vlm", role="vlm") == snapshot
+
+
+def test_report_fingerprints_tell_same_architecture_inputs_apart(tiny_triple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Base and reasoner share a header layout; their sampled fingerprints differ, and a hub blob's
+    SHA-256 (the cache names blobs by content) is recorded as the file's exact hash."""
+    triple = tiny_triple("qwen2_vl")
+    repo = tmp_path / "hub" / "models--acme--tiny-r1"
+    snapshot = repo / "snapshots" / ("1" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for source in triple.reasoner.iterdir():
+        data = source.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / source.name).symlink_to(blob)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("1" * 40)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    recipe = MergeRecipe(vlm=str(triple.vlm), reasoner="acme/tiny-r1", base=str(triple.base), prior=Prior(kind="none"))
+    report = merge(recipe, tmp_path / "m", progress=False).report
+    reasoner_file = next(f for f in report["inputs"]["reasoner"]["files"] if f["name"].endswith(".safetensors"))
+    base_file = next(f for f in report["inputs"]["base"]["files"] if f["name"].endswith(".safetensors"))
+    assert reasoner_file["sha256"] == hashlib.sha256((triple.reasoner / reasoner_file["name"]).read_bytes()).hexdigest()
+    assert reasoner_file["header_sha256"] == base_file["header_sha256"], "the case header hashes cannot tell apart"
+    assert reasoner_file["sample_sha256"] != base_file["sample_sha256"]
+    assert "sha256" not in base_file, "a plain local file is not hashed whole"
 
 
 def test_layouts_command_lists_families():
