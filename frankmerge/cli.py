@@ -31,8 +31,12 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("error: interrupted; nothing was written to the output", err=True)
             sys.exit(130)
+        except click.UsageError as exc:  # a bad option value or a missing option: one line too
+            where = exc.ctx.command_path if exc.ctx is not None else "frankmerge"
+            click.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+            sys.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise  # --help, usage errors: click reports them itself
+            raise  # --help, --version: click reports them itself
         except Exception as exc:
             if logging.getLogger().isEnabledFor(logging.INFO):
                 raise

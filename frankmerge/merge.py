@@ -90,6 +90,7 @@ def merge(
         with tempfile.TemporaryDirectory(prefix="frankmerge-profile-") as scratch:
             profile_dir = None
             if recipe.method == "frank" and recipe.prior is None:
+                _refuse_profiling_remote_code(inputs["vlm"])
                 recipe, profile_dir = _profile_first(recipe, out, Path(scratch), progress=progress), Path(scratch)
             return _merge_opened(
                 recipe, inputs, out, overwrite=overwrite, progress=progress, chunk=chunk, started=started, profile_dir=profile_dir
@@ -98,6 +99,16 @@ def merge(
         torch.set_num_threads(previous_threads)
         for item in inputs.values():
             item.checkpoint.close()
+
+
+def _refuse_profiling_remote_code(vlm: RoleInput) -> None:
+    """Merging never runs a checkpoint's own code, so such a VLM cannot be profiled for α here."""
+    raw = vlm.config.raw
+    if "auto_map" in raw or raw.get("model_type") == "llava_llama":
+        raise RecipeError(
+            f"--vlm {vlm.reference}: FRANK's α is measured by running the VLM, and this checkpoint runs only through "
+            "its own code, which merge never executes; pass --alpha (the paper used α̂ from its Fig. 2), --profile or --no-prior"
+        )
 
 
 def _profile_first(recipe: MergeRecipe, out: Path, scratch: Path, *, progress: bool) -> MergeRecipe:

@@ -331,5 +331,12 @@ def test_errors_are_frankmerge_errors_in_the_api(triple, tmp_path: Path):
     recipe = MergeRecipe(vlm=str(vlm), reasoner=str(tmp_path / "missing"), base=str(base), prior=Prior(kind="none"))
     with pytest.raises(FrankmergeError, match="no such directory"):
         merge(recipe, tmp_path / "out", progress=False)
-    with pytest.raises(DiskFullError):
-        raise DiskFullError("x")
+    assert issubclass(DiskFullError, FrankmergeError), "the CLI prints every FrankmergeError as one line"
+
+
+def test_unknown_method_on_the_command_line_lists_the_methods(triple, tmp_path: Path):
+    code, output = run_cli(merge_args(*triple, tmp_path / "out", "--method", "slerp"))
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), output
+    assert "'slerp'" in lines[0] and "ties" in lines[0] and "dare_linear" in lines[0]
+    assert not (tmp_path / "out").exists()

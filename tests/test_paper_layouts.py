@@ -184,3 +184,24 @@ def test_analyze_reads_remote_code_checkpoints_by_layout(paper_triples, tmp_path
     assert result.exit_code == 0, result.output
     assert (tmp_path / "a" / "analysis.json").is_file()
     assert not list(triple.vlm.rglob(MARKER))
+
+
+@pytest.mark.parametrize("key", ["internvl_qwen2", "nvila"])
+def test_merge_without_prior_option_on_remote_code_asks_for_alpha(paper_triples, tmp_path: Path, key: str):
+    """FRANK with no prior option would profile; these VLMs only run through their own code."""
+    triple = paper_triples[key]
+    args = ["merge", "--vlm", str(triple.vlm), "--reasoner", str(triple.reasoner), "--base", str(triple.base)]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "o"), "-q"])
+    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert "--alpha" in lines[0] and "never executes" in lines[0] and "--trust-remote-code" not in lines[0]
+    assert not (tmp_path / "o").exists() and not list(triple.vlm.glob(MARKER))
+
+
+@pytest.mark.parametrize("recipe_file", sorted((Path(__file__).parents[1] / "examples").glob("*.yaml")), ids=lambda p: p.stem)
+def test_example_recipes_are_valid(recipe_file: Path):
+    from frankmerge.recipe import load_recipe
+
+    recipe = load_recipe(recipe_file)
+    assert recipe.vlm and recipe.reasoner and recipe.base and recipe.method == "frank"
+    assert recipe.prior is not None, "the paper pairs fix α: two of the three VLMs cannot be profiled here"

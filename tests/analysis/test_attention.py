@@ -48,8 +48,10 @@ def test_query_choices_and_sink_equal_eager(tiny_triple, family: str, query: str
     for row, image in zip(profile.per_image, images, strict=True):
         expected = eager_ratios(vlm, image.load(), PROMPT, token, query, exclude_sink, new_tokens=3)
         assert row == pytest.approx(expected.numpy(), abs=1e-6)
+    ids = chat_inputs(vlm, images.images[0].load(), PROMPT)["input_ids"][0]
+    after_image = ids.numel() - 1 - int((ids == token).nonzero().max())
     rows = profile.to_json()["images"]["mean_query_rows"]
-    assert rows == (3 if query == "generated" else 1 if query == "last" else rows)
+    assert rows == {"generated": 3, "last": 1, "after_image": after_image}[query]
 
 
 def test_probe_leaves_outputs_and_vision_tower_alone(tiny_triple):
