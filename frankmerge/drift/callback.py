@@ -9,6 +9,7 @@ how each distributed setup and precision interacts with the hooks.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ class DriftCallback(TrainerCallback):
 
 def check_training_setup(args: TrainingArguments, variant: str, timing: str) -> None:
     """Refuse the setups where the hooks would not compute the method's g̃ (see docs/drift.md)."""
-    if getattr(args, "fsdp", None):
+    if getattr(args, "fsdp", None) or _env_flag("ACCELERATE_USE_FSDP"):
         raise DriftSetupError(
             "FSDP shards parameters and gradients, so no hook sees a whole tensor's gradient; "
             "train DRIFT with DDP or DeepSpeed ZeRO-1/2"
@@ -99,12 +100,31 @@ def check_training_setup(args: TrainingArguments, variant: str, timing: str) -> 
 
 
 def _deepspeed_stage(args: TrainingArguments) -> int | None:
-    if not getattr(args, "deepspeed", None):
+    """The ZeRO stage of the run, or None without DeepSpeed.
+
+    DeepSpeed reaches the Trainer two ways: ``--deepspeed ds.json`` (``args.deepspeed``) or an
+    ``accelerate launch`` config, which leaves ``args.deepspeed`` empty and sets
+    ``args.deepspeed_plugin`` (from ``ACCELERATE_USE_DEEPSPEED``); both must be recognised.
+    """
+    plugin = getattr(args, "deepspeed_plugin", None)
+    stage: object = None
+    if plugin is not None:
+        stage = getattr(plugin, "zero_stage", None)
+        if stage is None:
+            stage = (getattr(plugin, "deepspeed_config", None) or {}).get("zero_optimization", {}).get("stage")
+    elif getattr(args, "deepspeed", None):
+        config = getattr(getattr(args, "hf_deepspeed_config", None), "config", None) or {}
+        stage = config.get("zero_optimization", {}).get("stage")
+    elif _env_flag("ACCELERATE_USE_DEEPSPEED"):
+        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", 2)
+    else:
         return None
-    config = getattr(getattr(args, "hf_deepspeed_config", None), "config", None) or {}
-    stage = config.get("zero_optimization", {}).get("stage", 0)
     try:
-        return int(stage)
+        return int(stage)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         log.warning("DeepSpeed ZeRO stage %r is not a number; assuming stage 0", stage)
         return 0
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "false").strip().lower() in ("1", "true", "yes", "on")

@@ -147,6 +147,8 @@ def _validated(options: TrainOptions, reasoner: str | Path | None) -> TrainOptio
             f"--placement {options.placement!r}: valid ones are {', '.join(RUNNER_PLACEMENTS)} (the public code's per-step "
             "host copy, attach_drift(placement='host_copy'), is kept only as a comparison in benchmarks/drift_overhead.py)"
         )
+    if not 0.0 <= options.warmup_ratio < 1.0:  # the Trainer reads warmup_steps >= 1 as a step count
+        raise DriftOptionError(f"--warmup-ratio {options.warmup_ratio}: a fraction of the training steps in [0, 1)")
     if options.precision not in PRECISIONS:
         raise DriftOptionError(f"--precision {options.precision!r}: valid ones are {', '.join(PRECISIONS)}")
     if options.delta_dtype is not None:

@@ -51,6 +51,7 @@ def _train_args(tiny_triple, tmp_path: Path, *extra: str, data: Path | None = No
         (("--placement", "disk"), "valid ones are device, pinned (the public"),
         (("--placement", "host_copy"), "kept only as a comparison"),
         (("--precision", "fp8"), "valid ones are auto, fp32, bf16, fp16"),
+        (("--warmup-ratio", "1.5"), "--warmup-ratio 1.5: a fraction of the training steps in [0, 1)"),
     ],
 )
 def test_bad_options_fail_with_one_line(tiny_triple, tmp_path: Path, extra: tuple[str, ...], message: str) -> None:

@@ -43,6 +43,18 @@ def test_mathvista_choice_text_gold_letters_and_precision(tmp_path: Path) -> Non
     assert not get_benchmark("mathvista").official
 
 
+def test_mathvista_list_answers(tmp_path: Path) -> None:
+    """List golds (answer_type "list") compare as lists, whether the cell is a string or a list."""
+    base = {**builders.mathvista_rows()[1], "answer_type": "list", "precision": None, "query": None}
+    as_string = [{**base, "pid": "3", "answer": "[2, 3, 5]"}, {**base, "pid": "4", "answer": "['1', '4']"}]
+    report, scores = run(tmp_path / "a", "mathvista", as_string, ["\\boxed{[2,3,5]}", "so the list is [1, 4]"])
+    assert [(s.parsed, s.correct) for s in scores] == [("[2, 3, 5]", True), ("[1, 4]", True)]
+    _, scores = run(tmp_path / "b", "mathvista", as_string, ["\\boxed{[2, 3]}", "no list at all"])
+    assert [s.correct for s in scores] == [False, False] and scores[1].parse_failed
+    _, scores = run(tmp_path / "c", "mathvista", [{**base, "pid": "5", "answer": ["1", "4"]}], ["[1, 4]"])
+    assert scores[0].correct
+
+
 def test_mathvision_official_equality(tmp_path: Path) -> None:
     rows = builders.mathvision_rows()
     report, scores = run(tmp_path, "mathvision", rows, ["\\boxed{C}", "\\boxed{\\frac{1}{2}}"])

@@ -21,7 +21,7 @@ from frankmerge.evaluation.benchmarks.base import (
     option_letters,
     percent,
 )
-from frankmerge.evaluation.benchmarks.common import as_labels, format_options, item_id, read_gold, read_options, row_images
+from frankmerge.evaluation.benchmarks.common import as_labels, format_options, item_id, literal_list, read_options, row_images
 from frankmerge.evaluation.data.tables import Row, Table, cell, require_columns
 from frankmerge.evaluation.items import Item, Judgement
 
@@ -102,7 +102,7 @@ def load(table: Table, style: str) -> list[Item]:
                 id=identifier,
                 prompt=join_prompt(str(query), REASONING_SUFFIX if style == "reasoning" else ""),
                 images=row_images(table, row, ("decoded_image", "image"), identifier)[:1],
-                gold=read_gold(row["answer"]),
+                gold=canonical_list(row["answer"]) if answer_type == "list" else str(row["answer"]).strip(),
                 kind="multiple-choice" if question_type == "multi_choice" else "open",
                 choices=tuple(choices),
                 groups=MappingProxyType({k: v for k, v in groups.items() if v}),
@@ -157,6 +157,9 @@ def normalize_extracted(extraction: str, item: Item) -> tuple[str | None, bool]:
             return extraction, False
         distances = [edit_distance(extraction, c) for c in item.choices]
         return item.choices[distances.index(min(distances))], True
+    if answer_type == "list":
+        listed = canonical_list(extraction)
+        return (listed, False) if listed.startswith("[") else (None, False)
     try:
         if answer_type == "integer":
             return str(int(float(extraction))), False
@@ -165,6 +168,15 @@ def normalize_extracted(extraction: str, item: Item) -> tuple[str | None, bool]:
     except ValueError:
         return None, False
     return str(extraction), False
+
+
+def canonical_list(value: Any) -> str:
+    """A list answer as "[a, b, c]" (the official check compares list strings; this ignores spacing
+    and quoting, and keeps a gold stored as a list cell comparable); anything else stripped."""
+    listed = literal_list(value)
+    if listed is None:
+        return str(value).strip()
+    return "[" + ", ".join(str(v).strip() for v in listed) + "]"
 
 
 def judge(item: Item, answer: str, rng: random.Random) -> Judgement:
