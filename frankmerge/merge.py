@@ -169,7 +169,7 @@ def _merge_opened(
         # Multi-folder checkpoints (NVILA) keep their layout: merged weights go where the LLM was.
         weights_out = staging / vlm.weights_dir.relative_to(vlm.path)
         weights_out.mkdir(exist_ok=True)
-        writer = ShardedWriter(weights_out, plan, parse_size(recipe.max_shard_size))
+        writer = ShardedWriter(weights_out, plan, parse_size(recipe.max_shard_size), background=True, slot_bytes=chunk * 4)
         try:
             for name in layout.other:
                 write_copy(ws, writer, name, Source("vlm", vlm.checkpoint, name))

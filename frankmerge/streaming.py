@@ -31,20 +31,18 @@ class Source:
 
 @dataclass
 class Workspace:
-    """Reusable chunk buffers: one raw read buffer and one float32 buffer per role, one output."""
+    """Reusable chunk buffers: one raw read buffer and one float32 buffer per role (outputs go into the writer's slots)."""
 
     chunk: int
     out_dtype: torch.dtype
     allow_nonfinite: bool = False
     raw: dict[str, torch.Tensor] = field(default_factory=dict)
     f32: dict[str, torch.Tensor] = field(default_factory=dict)
-    out: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         for role in ("vlm", "reasoner", "base"):
             self.raw[role] = torch.empty(self.chunk * 8, dtype=torch.uint8)
             self.f32[role] = torch.empty(self.chunk, dtype=torch.float32)
-        self.out = torch.empty(self.chunk, dtype=self.out_dtype)
 
     def read_f32(self, source: Source, start: int, count: int) -> torch.Tensor:
         raw = source.checkpoint.read_chunk(source.name, start, count, self.raw[source.role])
@@ -165,7 +163,7 @@ def write_merged(
             raise NonFiniteError(f"merged tensor {out_name!r} overflowed to Inf; use --dtype float32")
         if patch is not None:
             patch.apply(start, acc)
-        writer.write(out_name, _narrowed(ws, out_name, ws.out[:count].copy_(acc)))  # type: ignore[index]
+        writer.write(out_name, _narrowed(ws, out_name, writer.buffer(count, ws.out_dtype).copy_(acc)))
 
 
 def write_copy(ws: Workspace, writer: ShardedWriter, out_name: str, source: Source, patch: RowPatch | None = None) -> None:
@@ -174,7 +172,8 @@ def write_copy(ws: Workspace, writer: ShardedWriter, out_name: str, source: Sour
     planned = writer.expect()
     for start in range(0, max(info.numel, 1), ws.chunk):
         count = min(ws.chunk, info.numel - start)
-        raw = source.checkpoint.read_chunk(source.name, start, count, ws.raw[source.role])
+        scratch = writer.buffer(count * info.dtype.itemsize, torch.uint8) if planned.dtype == info.dtype else ws.raw[source.role]
+        raw = source.checkpoint.read_chunk(source.name, start, count, scratch)
         if raw.is_floating_point():
             _check_finite(ws, raw, source)
         if planned.dtype != raw.dtype:
@@ -226,7 +225,8 @@ def write_elementwise(
     merged = theta_0.add_(merge_delta(tau_v.reshape(shape), tau_r.reshape(shape), vlm.name).reshape(-1))
     for start in range(0, max(numel, 1), ws.chunk):
         count = min(ws.chunk, numel - start)
-        writer.write(out_name, _narrowed(ws, out_name, ws.out[:count].copy_(merged[start : start + count])))  # type: ignore[index]
+        out = writer.buffer(count, ws.out_dtype).copy_(merged[start : start + count])
+        writer.write(out_name, _narrowed(ws, out_name, out))
 
 
 def _load_f32(ws: Workspace, source: Source, numel: int) -> torch.Tensor:

@@ -3,6 +3,11 @@
 Every output tensor's name, dtype and shape is known before the merge starts, so each shard's
 header can be written first and the tensor bytes streamed after it, chunk by chunk. Memory use is
 one chunk, whatever the shard size; ``max_shard_bytes`` only decides how the files are split.
+
+With ``background=True`` the file writes run on a thread of their own, overlapping the merge's
+arithmetic: on a VM, writing into the page cache costs as much CPU as the merge itself. Chunks go
+through a ring of a few preallocated slots (``buffer`` lends one to fill in place, so nothing is
+copied twice); the bookkeeping stays on the caller's thread, errors surface there, in order.
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ import errno
 import io
 import json
 import os
+import queue
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +66,16 @@ def _disk_error(exc: OSError, path: Path) -> Exception:
 class ShardedWriter:
     """Writes planned tensors, in plan order, into ``model-XXXXX-of-YYYYY.safetensors`` files."""
 
-    def __init__(self, directory: Path, plan: list[PlannedTensor], max_shard_bytes: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        plan: list[PlannedTensor],
+        max_shard_bytes: int,
+        *,
+        background: bool = False,
+        slot_bytes: int = 32 << 20,
+        slots: int = 3,
+    ) -> None:
         self.directory = directory
         self.shards = _split(plan, max_shard_bytes)
         self._order = [t for shard in self.shards for t in shard]
@@ -67,6 +84,8 @@ class ShardedWriter:
         self._written = 0  # bytes of the current tensor written so far
         self._handle: io.FileIO | None = None
         self._open_shard = -1
+        self._background = _Background(slot_bytes, slots) if background else None
+        self._lent: torch.Tensor | None = None  # the slot ``buffer`` handed out, not yet written
 
     @property
     def total_bytes(self) -> int:
@@ -78,17 +97,40 @@ class ShardedWriter:
     def expect(self) -> PlannedTensor:
         return self._order[self._position]
 
+    def buffer(self, count: int, dtype: torch.dtype) -> torch.Tensor:
+        """A flat tensor to fill and pass to ``write`` (a free background slot; else a new tensor)."""
+        if self._background is None or count * element_size(dtype) > self._background.slot_bytes:
+            return torch.empty(count, dtype=dtype)
+        slot = self._background.acquire()
+        self._lent = slot
+        return slot[: count * element_size(dtype)].view(dtype)
+
     def write(self, name: str, chunk: torch.Tensor) -> None:
         """Append a flat chunk of tensor ``name``; tensors must arrive whole and in plan order."""
         planned = self._begin(name)
         if chunk.dtype != planned.dtype:
             raise TypeError(f"{name}: chunk dtype {chunk.dtype} != planned {planned.dtype}")
-        data = chunk.contiguous().reshape(-1).view(torch.uint8).numpy()
-        self._append(planned, memoryview(data))
+        data = chunk.contiguous().reshape(-1).view(torch.uint8)
+        if self._background is None:
+            self._append(planned, memoryview(data.numpy()))
+            return
+        lent, self._lent = self._lent, None
+        if lent is not None and data.numel() and data.data_ptr() == lent.data_ptr():
+            self._queue_data(lent, data.numel())
+        else:
+            if lent is not None:
+                self._background.release(lent)
+            for start in range(0, data.numel(), self._background.slot_bytes):
+                piece = data[start : start + self._background.slot_bytes]
+                slot = self._background.acquire()
+                slot[: piece.numel()].copy_(piece)
+                self._queue_data(slot, piece.numel())
+        self._advance(planned, data.numel())
 
     def copy_from(self, name: str, source_fd: int, offset: int, nbytes: int) -> None:
         """Append raw bytes of ``name`` straight from another file (kernel-side copy when possible)."""
         planned = self._begin(name)
+        self._drain()
         assert self._handle is not None
         fd = self._handle.fileno()
         path = self.directory / self.shard_name(self._open_shard)
@@ -116,7 +158,10 @@ class ShardedWriter:
         if self._position != len(self._order):
             missing = self._order[self._position].name
             raise RuntimeError(f"writer closed before tensor {missing!r} was written")
+        self._drain()
         self._close_shard()
+        if self._background is not None:
+            self._background.stop()
         weight_map = {t.name: self.shard_name(self._shard_of[t.name]) for t in self._order}
         index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
         path = self.directory / SAFE_INDEX
@@ -127,6 +172,9 @@ class ShardedWriter:
         return weight_map
 
     def abort(self) -> None:
+        if self._background is not None:
+            self._background.stop(discard=True)
+            self._background = None
         if self._handle is not None:
             self._handle.close()
             self._handle = None
@@ -138,6 +186,7 @@ class ShardedWriter:
             raise RuntimeError(f"expected tensor {planned.name!r} next, got {name!r}")
         shard = self._shard_of[name]
         if shard != self._open_shard:
+            self._drain()  # the previous shard's bytes are written before it is closed
             self._close_shard()
             self._open(shard)
         return planned
@@ -145,6 +194,16 @@ class ShardedWriter:
     def _append(self, planned: PlannedTensor, data: memoryview) -> None:
         self._raw_write(data, self.directory / self.shard_name(self._open_shard))
         self._advance(planned, len(data))
+
+    def _queue_data(self, slot: torch.Tensor, nbytes: int) -> None:
+        assert self._background is not None
+        path = self.directory / self.shard_name(self._open_shard)
+        self._background.submit(lambda data: self._raw_write(data, path), slot, nbytes)
+
+    def _drain(self) -> None:
+        """Wait until every queued write is on its way to the file; raise the first error it had."""
+        if self._background is not None:
+            self._background.wait()
 
     def _advance(self, planned: PlannedTensor, nbytes: int) -> None:
         self._written += nbytes
@@ -198,6 +257,70 @@ class ShardedWriter:
             raise _disk_error(exc, path) from exc
         finally:
             self._handle = None
+
+
+class _Background:
+    """One writer thread and a ring of reusable byte slots; the first error is kept and re-raised.
+
+    A slot goes back to the ring once its bytes are written, or skipped after an error.
+    """
+
+    def __init__(self, slot_bytes: int, slots: int) -> None:
+        self.slot_bytes = slot_bytes
+        self._free: queue.SimpleQueue[torch.Tensor] = queue.SimpleQueue()
+        for _ in range(max(2, slots)):
+            self._free.put(torch.empty(slot_bytes, dtype=torch.uint8))
+        self._jobs: queue.Queue[tuple[Callable[[memoryview], None], torch.Tensor, int] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._failed = False
+        self._thread = threading.Thread(target=self._run, name="frankmerge-writer", daemon=True)
+        self._thread.start()
+
+    def acquire(self) -> torch.Tensor:
+        self._raise()
+        return self._free.get()
+
+    def release(self, slot: torch.Tensor) -> None:
+        self._free.put(slot)
+
+    def submit(self, write: Callable[[memoryview], None], slot: torch.Tensor, nbytes: int) -> None:
+        self._raise()
+        self._jobs.put((write, slot, nbytes))
+
+    def wait(self) -> None:
+        self._jobs.join()
+        self._raise()
+
+    def stop(self, *, discard: bool = False) -> None:
+        if discard:
+            self._failed = True
+        self._jobs.put(None)
+        self._thread.join()
+        if not discard:
+            self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                write, slot, nbytes = job
+                try:
+                    if not self._failed:
+                        write(memoryview(slot[:nbytes].numpy()))
+                finally:
+                    self.release(slot)
+            except BaseException as exc:  # handed to the caller's thread
+                self._failed = True
+                self._error = exc
+            finally:
+                self._jobs.task_done()
 
 
 def _split(plan: list[PlannedTensor], max_shard_bytes: int) -> list[list[PlannedTensor]]:

@@ -144,6 +144,36 @@ def test_dare_ties_elects_signs_after_dropping(tiny_triple, tmp_path: Path):
     )
 
 
+def _dare_l1(tau: torch.Tensor, p: float, seed: int, role: str, name: str) -> torch.Tensor:
+    """mergekit's DARE rescale: survivors scaled back to the tensor's original L1 norm."""
+    keep = torch.rand(tau.shape, generator=tensor_generator(seed, role, name)) >= p
+    kept = tau * keep
+    return kept * (tau.abs().sum() / kept.abs().sum())
+
+
+def test_dare_linear_mergekit_variant_rescales_to_the_l1_norm(tiny_triple, tmp_path: Path):
+    triple = tiny_triple("qwen2_vl")
+    merged, report = run(triple, tmp_path, "dare_linear", drop_rate=0.4, seed=5, mergekit_compat=True)
+    assert report["method_settings"]["mergekit_compat"] is True
+    assert_blocks(
+        merged,
+        triple,
+        lambda k, n, v, r, b: b + 0.9 * _dare_l1(v - b, 0.4, 5, "vlm", n) + 0.1 * _dare_l1(r - b, 0.4, 5, "reasoner", n),
+    )
+
+
+def test_dare_ties_mergekit_variant_does_not_divide(tiny_triple, tmp_path: Path):
+    triple = tiny_triple("qwen2_vl")
+    merged, _ = run(triple, tmp_path, "dare_ties", drop_rate=0.5, seed=3, weights=[1.0, 0.5], mergekit_compat=True)
+
+    def expected(k, n, v, r, b):  # type: ignore[no-untyped-def]
+        weighted = [1.0 * _dare_l1(v - b, 0.5, 3, "vlm", n), 0.5 * _dare_l1(r - b, 0.5, 3, "reasoner", n)]
+        elected = torch.where(weighted[0] + weighted[1] >= 0, 1.0, -1.0).double()
+        return b + sum(d * (torch.sign(d) == elected) for d in weighted)
+
+    assert_blocks(merged, triple, expected)
+
+
 def test_dare_is_reproducible_and_seeded(tiny_triple, tmp_path: Path):
     triple = tiny_triple("qwen2_vl")
     first, _ = run(triple, tmp_path, "dare_linear", "a", seed=1)

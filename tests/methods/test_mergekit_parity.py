@@ -55,6 +55,13 @@ def _compare(frank_dir: Path, kit: dict[str, torch.Tensor]) -> int:
     ("method", "parameters", "kit_models"),
     [
         ("task_arithmetic", {"lambda_v": 0.3, "lambda_r": 0.7}, [{"weight": 0.3}, {"weight": 0.7}]),
+        # weights that do not sum to one (no hidden normalisation) and per-layer lists (layer i gets entry i)
+        ("task_arithmetic", {"lambda_v": 1.0, "lambda_r": 0.6}, [{"weight": 1.0}, {"weight": 0.6}]),
+        (
+            "task_arithmetic",
+            {"lambda_v": [0.1, 0.4, 0.7, 1.0], "lambda_r": [0.9, 0.5, 0.2, 0.0]},
+            [{"weight": [0.1, 0.4, 0.7, 1.0]}, {"weight": [0.9, 0.5, 0.2, 0.0]}],
+        ),
         (
             "ties",
             {"weights": [1.6, 0.2], "density": 0.2, "mergekit_compat": True},
