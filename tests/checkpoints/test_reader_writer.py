@@ -25,14 +25,21 @@ def _tensors() -> dict[str, torch.Tensor]:
     }
 
 
-def test_writer_shards_and_round_trips(tmp_path: Path):
+@pytest.mark.parametrize("mode", ["sync", "background", "background_lent"])
+def test_writer_shards_and_round_trips(tmp_path: Path, mode: str):
+    """Synchronous, background with copied chunks (tiny slots: chunks split, the ring reused many
+    times), and background with chunks filled in lent slots: the same files."""
     tensors = _tensors()
     plan = [PlannedTensor(n, t.dtype, tuple(t.shape)) for n, t in tensors.items()]
-    writer = ShardedWriter(tmp_path, plan, max_shard_bytes=200)
+    options = {} if mode == "sync" else {"background": True, "slot_bytes": 24, "slots": 2}
+    writer = ShardedWriter(tmp_path, plan, max_shard_bytes=200, **options)  # type: ignore[arg-type]
     for name, tensor in tensors.items():
         flat = tensor.reshape(-1)
-        for start in range(0, max(flat.numel(), 1), 10):  # several chunks per tensor
-            writer.write(name, flat[start : start + 10])
+        for start in range(0, max(flat.numel(), 1), 4):  # several chunks per tensor
+            chunk = flat[start : start + 4]
+            if mode == "background_lent":
+                chunk = writer.buffer(chunk.numel(), chunk.dtype).copy_(chunk)
+            writer.write(name, chunk)
     weight_map = writer.close()
     assert len(set(weight_map.values())) > 1
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
@@ -41,6 +48,32 @@ def test_writer_shards_and_round_trips(tmp_path: Path):
     assert set(loaded) == set(tensors)
     for name, tensor in tensors.items():
         assert torch.equal(loaded[name], tensor) and loaded[name].dtype == tensor.dtype
+
+
+def test_background_write_error_surfaces_on_the_callers_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import errno
+    import io
+
+    from frankmerge.errors import DiskFullError
+
+    class FullDisk(io.FileIO):
+        budget = 100
+
+        def write(self, data):  # type: ignore[no-untyped-def,override]
+            if FullDisk.budget <= 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            FullDisk.budget -= len(data)
+            return super().write(data)
+
+    monkeypatch.setattr("frankmerge.checkpoints.writer.io.FileIO", FullDisk)
+    plan = [PlannedTensor("x", torch.float32, (4096,))]
+    writer = ShardedWriter(tmp_path, plan, 1 << 20, background=True, slot_bytes=64, slots=2)
+    with pytest.raises(DiskFullError, match="disk full"):
+        for start in range(0, 4096, 16):
+            writer.write("x", torch.zeros(16))
+        writer.close()
+    writer.abort()  # stops the thread; a second abort is harmless
+    writer.abort()
 
 
 def test_writer_rejects_out_of_order_tensors(tmp_path: Path):
