@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,12 +178,12 @@ def _merge_opened(
             if precomputed is not None:
                 method.prepare(precomputed)
             bar = tqdm(range(layout.num_blocks), desc="merging blocks", unit="block", disable=not progress)
-            for index in bar:
-                known = precomputed[index] if precomputed is not None else None
-                stats, coefficients = _merge_block(ws, writer, inputs, index, method, known)
-                result.stats.append(stats)
-                result.coefficients.append(coefficients)
-                bar.set_postfix(lambda_v=f"{coefficients.lambda_v:.3f}")
+            with _StatsAhead(inputs, layout.num_blocks, chunk, recipe.allow_nonfinite, precomputed) as ahead:
+                for index in bar:
+                    stats, coefficients = _merge_block(ws, writer, inputs, index, method, ahead.stats(index))
+                    result.stats.append(stats)
+                    result.coefficients.append(coefficients)
+                    bar.set_postfix(lambda_v=f"{coefficients.lambda_v:.3f}")
             result.shared = _write_shared(ws, writer, inputs, recipe, result.coefficients, tokens)
             weight_map = writer.close()
         except BaseException:
@@ -270,6 +271,44 @@ def _plan(vlm: RoleInput, out_dtype: torch.dtype, keep_copy_dtype: bool, tokens:
     shared = [layout.embed, layout.norm] + ([layout.lm_head] if layout.lm_head else [])
     plan += [planned(name, merged=True) for name in shared]
     return plan
+
+
+class _StatsAhead:
+    """Block l+1's statistics pass on a thread of its own while block l is merged and written.
+
+    Each pass is memory-bound single-threaded arithmetic (torch releases the GIL), so on two cores
+    the statistics come almost for free. The thread has its own chunk buffers; its errors (NaN/Inf
+    in an input) are raised when the merge asks for that block.
+    """
+
+    def __init__(
+        self, inputs: dict[str, RoleInput], blocks: int, chunk: int, allow_nonfinite: bool, known: list[BlockStats] | None
+    ) -> None:
+        self._inputs, self._blocks, self._known = inputs, blocks, known
+        self._ws = Workspace(chunk, torch.float32, allow_nonfinite=allow_nonfinite) if known is None else None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="frankmerge-stats") if known is None else None
+        self._pending: dict[int, Future[BlockStats]] = {}
+
+    def __enter__(self) -> _StatsAhead:
+        self._submit(0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            for future in self._pending.values():
+                future.cancel()
+            self._pool.shutdown(wait=True)
+
+    def stats(self, index: int) -> BlockStats:
+        if self._known is not None:
+            return self._known[index]
+        self._submit(index)
+        self._submit(index + 1)
+        return self._pending.pop(index).result()
+
+    def _submit(self, index: int) -> None:
+        if self._pool is not None and self._ws is not None and index < self._blocks and index not in self._pending:
+            self._pending[index] = self._pool.submit(_block_stats, self._ws, self._inputs, index)
 
 
 def _block_triples(inputs: dict[str, RoleInput], index: int) -> list[tuple[Source, Source, Source]]:

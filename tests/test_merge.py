@@ -139,3 +139,46 @@ def test_legacy_flat_qwen2_vl_config(tiny_triple, tmp_path: Path):
     assert not info["missing_keys"] and not info["unexpected_keys"]
     with torch.no_grad():
         assert torch.isfinite(model(**image_forward_inputs(tmp_path / "out")).logits).all()
+
+
+@pytest.mark.parametrize("kernel_copy", ["copy_file_range", "fallback"])
+def test_kernel_copies_of_kept_tensors_are_bit_exact(
+    tiny_triple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_copy: str
+):
+    """Tensors kept as they are go file to file (copy_file_range, or pread/write where unsupported)."""
+    import errno
+
+    monkeypatch.setattr("frankmerge.streaming.KERNEL_COPY_MIN_BYTES", 0)
+    if kernel_copy == "fallback":
+
+        def unsupported(*args: object) -> int:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+        monkeypatch.setattr("frankmerge.checkpoints.writer.os.copy_file_range", unsupported)
+    triple = tiny_triple("llava", layout="hub", sharded=True, vlm_extra_vocab=8)
+    out = tmp_path / "merged"
+    result = merge(_recipe(triple, Prior(kind="none")), out, progress=False)
+    V, M = load_dir(triple.vlm), load_dir(out)
+    blocks = {n for n in V if ".layers." in n and "vision" not in n and "vision_tower" not in n}
+    kept = [n for n in V if n not in blocks]
+    assert kept and all(torch.equal(M[n], V[n]) and M[n].dtype == V[n].dtype for n in kept)
+    assert {r.action for r in result.shared} == {"kept_vlm"}
+
+
+def test_kernel_copy_still_refuses_a_nonfinite_tensor(tiny_triple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from safetensors.torch import load_file, save_file
+
+    from frankmerge import FrankmergeError
+
+    monkeypatch.setattr("frankmerge.streaming.KERNEL_COPY_MIN_BYTES", 0)
+    source = tiny_triple("qwen2_vl")
+    vlm = shutil.copytree(source.vlm, tmp_path / "vlm")
+    state = load_file(vlm / "model.safetensors")
+    name = next(n for n in state if n.startswith("visual.") and n.endswith("weight"))
+    state[name] = state[name].clone()
+    state[name].view(-1)[0] = float("nan")
+    save_file(state, vlm / "model.safetensors", metadata={"format": "pt"})
+    recipe = MergeRecipe(vlm=str(vlm), reasoner=str(source.reasoner), base=str(source.base), prior=Prior(kind="none"))
+    with pytest.raises(FrankmergeError, match="NaN or Inf"):
+        merge(recipe, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

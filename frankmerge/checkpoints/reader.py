@@ -13,6 +13,7 @@ import json
 import math
 import os
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,7 @@ class Checkpoint:
         self._tensors: dict[str, TensorInfo] = {}
         self._pickled: dict[str, torch.Tensor] = {}
         self._fds: dict[Path, int] = {}
+        self._fd_lock = threading.Lock()
         index = directory / SAFE_INDEX
         if index.is_file():
             self._open_sharded(index)
@@ -198,6 +200,13 @@ class Checkpoint:
             done += got
         return view.view(info.dtype)
 
+    def byte_range(self, name: str) -> tuple[int, int, int] | None:
+        """(file descriptor, byte offset, byte count) of a safetensors tensor's data; None for pickles."""
+        info = self._tensors[name]
+        if info.offset < 0:
+            return None
+        return self._fd(info.file), info.offset, info.numel * element_size(info.dtype)
+
     def chunks(self, name: str, chunk: int, scratch: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(start, flat_chunk)`` over the whole tensor."""
         numel = self._tensors[name].numel
@@ -213,8 +222,11 @@ class Checkpoint:
     def _fd(self, path: Path) -> int:
         fd = self._fds.get(path)
         if fd is None:
-            fd = os.open(path, os.O_RDONLY)
-            self._fds[path] = fd
+            with self._fd_lock:  # the merge reads from two threads (statistics ahead, merge)
+                fd = self._fds.get(path)
+                if fd is None:
+                    fd = os.open(path, os.O_RDONLY)
+                    self._fds[path] = fd
         return fd
 
     def close(self) -> None:

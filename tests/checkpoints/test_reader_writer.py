@@ -69,7 +69,7 @@ def test_background_write_error_surfaces_on_the_callers_thread(tmp_path: Path, m
     plan = [PlannedTensor("x", torch.float32, (4096,))]
     writer = ShardedWriter(tmp_path, plan, 1 << 20, background=True, slot_bytes=64, slots=2)
     with pytest.raises(DiskFullError, match="disk full"):
-        for start in range(0, 4096, 16):
+        for _ in range(0, 4096, 16):
             writer.write("x", torch.zeros(16))
         writer.close()
     writer.abort()  # stops the thread; a second abort is harmless
