@@ -23,7 +23,7 @@ from frankmerge.streaming import Source, Workspace, dot64
 
 GROUPS = ("attention", "mlp", "norms", "other")
 BLOCK = "block"  # the group name of a whole block's totals
-DEFAULT_CHUNK = 1 << 22
+DEFAULT_CHUNK = 1 << 20  # as the merge: buffers that stay in the CPU caches
 
 
 def module_group(suffix: str) -> str:
