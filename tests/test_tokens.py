@@ -145,6 +145,19 @@ def test_missing_reasoner_tokenizer_falls_back_and_says_so(tiny_triple, tmp_path
     assert report["status"].startswith("skipped: reasoner tokenizer unavailable")
 
 
+def test_missing_vlm_tokenizer_falls_back_and_says_so(tiny_triple, tmp_path: Path):
+    """A VLM without tokenizer files: the merge goes on, nothing carried over, the weights untouched in size."""
+    vlm, reasoner, base = _copy(tiny_triple("llava"), tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"):
+        (vlm / name).unlink(missing_ok=True)
+    out = tmp_path / "out"
+    merge(MergeRecipe(vlm=str(vlm), reasoner=str(reasoner), base=str(base), prior=Prior(kind="none")), out, progress=False)
+    report = json.loads((out / "merge_report.json").read_text())["tokens"]
+    assert report["status"].startswith("skipped: VLM tokenizer unavailable") and report["carried"] == []
+    assert _embed(load_dir(out)).shape == _embed(load_dir(vlm)).shape
+    assert not (out / "tokenizer.json").exists(), "no tokenizer is invented for the output"
+
+
 def test_reasoning_token_that_is_the_vlm_image_token_is_refused(tiny_triple, tmp_path: Path):
     vlm, reasoner, base = _copy(tiny_triple("qwen2_vl"), tmp_path)
     vocab = AutoTokenizer.from_pretrained(reasoner).get_vocab()

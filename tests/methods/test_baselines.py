@@ -47,6 +47,8 @@ def test_linear_is_br2v(tiny_triple, tmp_path: Path):
     triple = tiny_triple("qwen2_vl")
     merged, report = run(triple, tmp_path, "linear")
     assert report["method_settings"] == {"beta": 0.9}
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "BR2V linear merging" in card and "beta = 0.9" in card, "the model card names the method and its setting"
     assert_blocks(merged, triple, lambda k, n, v, r, b: 0.9 * v + 0.1 * r)
 
 
