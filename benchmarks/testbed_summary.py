@@ -41,7 +41,9 @@ def model_table(runs: list[dict]) -> str:
             [(e["tasks"].get(forced_task) or {}).get("teacher_forced", {}).get(k) if e else None for e in per_seed] for k in KINDS
         ]
         means = [_cell(a) for a in accuracy]
-        kinds = [f"{statistics.fmean([v for v in f if v is not None]):.2f}" if any(v is not None for v in f) else "–" for f in forced]
+        kinds = [
+            f"{statistics.fmean([v for v in f if v is not None]):.2f}" if any(v is not None for v in f) else "–" for f in forced
+        ]
         label = name + (" (tf: text)" if forced_task == "text_reasoning" else "")
         lines.append(f"| {label} | {groups[name]} | " + " | ".join(means) + " | " + " | ".join(kinds) + " |")
     return "\n".join(lines)

@@ -107,6 +107,16 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return "–" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
 
 
+def _reflection_words(row: dict[str, Any], models: list[str]) -> list[str]:
+    """Every reflection word any model's report counted (Wait, Hmm, Alternatively, Check, Mistake), in report order."""
+    words: list[str] = []
+    for model in models:
+        for word in row["reflection_words"][model] or {}:
+            if word not in words:
+                words.append(word)
+    return words
+
+
 def render_markdown(table: dict[str, Any]) -> str:
     models = table["models"]
     header = "| " + " | ".join(["benchmark", "metric", *models]) + " |\n|" + "---|" * (len(models) + 2) + "\n"
@@ -122,10 +132,10 @@ def render_markdown(table: dict[str, Any]) -> str:
         )
         return f"## {title}\n\n{header}{body}\n"
 
-    waits = {row["benchmark"]: {m: (row["reflection_words"][m] or {}).get("Wait") for m in models} for row in table["rows"]}
     wait_rows = "".join(
-        f"| {row['title']} | Wait | " + " | ".join(_fmt(waits[row["benchmark"]][m]) for m in models) + " |\n"
+        f"| {row['title']} | {word} | " + " | ".join(_fmt((row["reflection_words"][m] or {}).get(word)) for m in models) + " |\n"
         for row in table["rows"]
+        for word in _reflection_words(row, models)
     )
     return (
         "# Model comparison\n\n"

@@ -117,7 +117,10 @@ def test_score_and_compare_reproduce_eval(tiny_vlm: Path, mmmu_data: Path, tmp_p
     assert result.exit_code == 0, result.output
     table = json.loads((table_dir / "comparison.json").read_text())
     assert table["models"] == ["vlm", "merged"] and table["rows"][0]["score"]["merged"] == first["score"]
-    assert (table_dir / "comparison.png").stat().st_size > 0 and "| MMMU (val) |" in (table_dir / "comparison.md").read_text()
+    markdown = (table_dir / "comparison.md").read_text()
+    assert (table_dir / "comparison.png").stat().st_size > 0 and "| MMMU (val) |" in markdown
+    for word in ("Wait", "Hmm", "Alternatively", "Check", "Mistake"):
+        assert f"| MMMU (val) | {word} |" in markdown, word
 
 
 def test_cli_bad_input_is_one_line(tiny_vlm: Path, mmmu_data: Path, tmp_path: Path) -> None:
