@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import errno
 import importlib
-import io
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from frankmerge import FrankmergeError, MergeRecipe, Prior, merge
 from frankmerge.cli import main
 from frankmerge.errors import DiskFullError
+from tests.fakes import full_disk
 
 
 def run_cli(args: list[str]) -> tuple[int, str]:
@@ -277,20 +276,8 @@ def test_profile_from_another_model(triple, tmp_path: Path):
     assert_refused(merge_args(*triple, tmp_path / "out", "--profile", str(profile)), tmp_path / "out", "32 layers", "4")
 
 
-class _FullDisk(io.FileIO):
-    """A file that accepts a few kilobytes and then reports ENOSPC, like a full disk."""
-
-    budget = 4096
-
-    def write(self, data):  # type: ignore[no-untyped-def, override]
-        if _FullDisk.budget <= 0:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        _FullDisk.budget -= len(data)
-        return super().write(data)
-
-
 def test_full_disk_removes_the_partial_output(triple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr("frankmerge.checkpoints.writer.io.FileIO", _FullDisk)
+    monkeypatch.setattr("frankmerge.checkpoints.writer.io.FileIO", full_disk(4096))
     vlm, reasoner, base = triple
     assert_refused(merge_args(vlm, reasoner, base, tmp_path / "out", "--no-prior"), tmp_path / "out", "disk full")
 

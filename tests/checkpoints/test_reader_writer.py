@@ -51,21 +51,10 @@ def test_writer_shards_and_round_trips(tmp_path: Path, mode: str):
 
 
 def test_background_write_error_surfaces_on_the_callers_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import errno
-    import io
-
     from frankmerge.errors import DiskFullError
+    from tests.fakes import full_disk
 
-    class FullDisk(io.FileIO):
-        budget = 100
-
-        def write(self, data):  # type: ignore[no-untyped-def,override]
-            if FullDisk.budget <= 0:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            FullDisk.budget -= len(data)
-            return super().write(data)
-
-    monkeypatch.setattr("frankmerge.checkpoints.writer.io.FileIO", FullDisk)
+    monkeypatch.setattr("frankmerge.checkpoints.writer.io.FileIO", full_disk(100))
     plan = [PlannedTensor("x", torch.float32, (4096,))]
     writer = ShardedWriter(tmp_path, plan, 1 << 20, background=True, slot_bytes=64, slots=2)
     with pytest.raises(DiskFullError, match="disk full"):
