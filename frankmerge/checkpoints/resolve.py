@@ -45,8 +45,8 @@ def _from_hub(repo_id: str, revision: str | None, *, role: str, allow_download: 
         )
     except LocalEntryNotFoundError as exc:
         raise CheckpointNotFoundError(
-            f"--{role} {repo_id}: not in the local Hugging Face cache; run `hf download {repo_id}` "
-            "(or pass --download, or a local directory)"
+            f"--{role} {repo_id}: no such local directory, and not in the local Hugging Face cache as a hub id; "
+            f"run `hf download {repo_id}` (or pass --download), or fix the path"
         ) from exc
     except Exception as exc:  # network, auth and repository errors from the hub client
         raise CheckpointNotFoundError(f"--{role} {repo_id}: cannot resolve ({type(exc).__name__}: {exc})") from exc
