@@ -162,10 +162,10 @@ def _merge_opened(
         carry=recipe.carry_reasoning_tokens,
     )
     plan = _plan(vlm, out_dtype, keep_copy_dtype, tokens)
-    check_free_space(out, sum(t.nbytes for t in plan) + (1 << 20))
     method = build_method(recipe, layout.num_blocks)
     if method.elementwise and recipe.embeddings == "merge_shared":
         raise RecipeError(f"embeddings=merge_shared needs a coefficient method; {recipe.method} is element-wise, use keep_vlm")
+    check_free_space(out, sum(t.nbytes for t in plan) + (1 << 20))  # last check: it creates out's parent
     ws = Workspace(chunk, out_dtype, allow_nonfinite=recipe.allow_nonfinite)
     result = MergeResult(out, [], [])
 
