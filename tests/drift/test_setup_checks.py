@@ -65,3 +65,13 @@ def test_fsdp_and_fp16_absolute_are_refused():
     with pytest.raises(DriftSetupError, match="fp16 loss scaling"):
         check_training_setup(_args(fp16=True), "absolute", "backward")  # type: ignore[arg-type]
     check_training_setup(_args(fp16=True), "absolute", "step")  # type: ignore[arg-type]
+
+
+def test_runner_defaults_are_the_papers(tmp_path):  # type: ignore[no-untyped-def]
+    """3 epochs, lr 1e-6, cosine schedule, 5 % warm-up, per-device batch 1 reach the Trainer."""
+    from frankmerge.drift.train import TrainOptions, _training_arguments
+
+    args = _training_arguments(tmp_path, TrainOptions())
+    assert args.num_train_epochs == 3.0 and args.learning_rate == 1e-6 and args.per_device_train_batch_size == 1
+    assert getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type) == "cosine"
+    assert args.get_warmup_steps(1000) == 50, "5 % of the steps warm up"
