@@ -1,6 +1,7 @@
 """Markdown tables of `frankmerge demo` results across seeds (the tables in docs/testbed.md).
 
     python benchmarks/testbed_summary.py demo-s0/demo_results.json demo-s1/demo_results.json ...
+    python benchmarks/testbed_summary.py --regimes benchmarks/results/testbed_regimes_*.json
 
 For each model: free-generation accuracy per task as the mean over seeds with each seed's value, and
 the teacher-forced next-token accuracy on visual reasoning by token kind (mean over seeds); then the
@@ -85,12 +86,44 @@ def grid_lines(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _span(values: list[float]) -> str:
+    return f"{min(values):.2f}–{max(values):.2f}"
+
+
+def regime_lines(sweeps: list[dict]) -> str:
+    """One row per swept value: task-vector sizes, parents, the best merge and what merges keep."""
+    lines = [
+        "| setting | ‖τ_V‖/‖θ_0‖ | ‖τ_R‖/‖θ_0‖ | cos | reasoner text | VLM perception "
+        "| best merge, visual reasoning | merges' text reasoning (max) | merges' perception |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for sweep in sweeps:
+        for run in sweep["runs"]:
+            tv, models = run["task_vectors"], run["models"]
+            merges = {k: v for k, v in models.items() if k not in ("reasoner", "vlm") and "skipped" not in v}
+            best = max(merges, key=lambda k: merges[k]["visual_reasoning"]["accuracy"])
+            setting = ", ".join(f"{k} = {v}" for k, v in run["setting"].items())
+            lines.append(
+                f"| {setting} | {_span([b['rel_norm_v'] for b in tv])} | {_span([b['rel_norm_r'] for b in tv])} "
+                f"| {_span([b['cos'] for b in tv])} | {models['reasoner']['text_reasoning']['accuracy']:.2f} "
+                f"| {models['vlm']['perception']['accuracy']:.2f} "
+                f"| {merges[best]['visual_reasoning']['accuracy']:.2f} ({best}) "
+                f"| {max(m['text_reasoning']['accuracy'] for m in merges.values()):.2f} "
+                f"| {_span([m['perception']['accuracy'] for m in merges.values()])} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("results", nargs="+", type=Path, help="demo_results.json files, one per seed")
+    parser.add_argument("results", nargs="+", type=Path, help="demo_results.json files, one per seed (or sweep JSONs)")
+    parser.add_argument("--regimes", action="store_true", help="the files are benchmarks/testbed_regimes.py results")
     args = parser.parse_args()
-    runs = [json.loads(p.read_text()) for p in args.results]
-    print(model_table(runs), profile_lines(runs), task_vector_lines(runs), grid_lines(runs), sep="\n\n")
+    data = [json.loads(p.read_text()) for p in args.results]
+    if args.regimes:
+        print(regime_lines(data))
+        return
+    print(model_table(data), profile_lines(data), task_vector_lines(data), grid_lines(data), sep="\n\n")
 
 
 if __name__ == "__main__":
