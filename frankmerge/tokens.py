@@ -83,8 +83,13 @@ def single_token_id(tokenizer: Any, text: str) -> int | None:
     return token_id if ids == [token_id] else None
 
 
-def compare_vocabularies(vlm: Any, reasoner: Any, vlm_rows: int, reasoner_rows: int) -> dict[str, Any]:
-    """Shared tokens with different ids, ids meaning different tokens, specials, padding."""
+def compare_vocabularies(vlm: Any, reasoner: Any, vlm_rows: int, reasoner_rows: int) -> tuple[dict[str, Any], list[int]]:
+    """Shared tokens with different ids, ids meaning different tokens, specials, padding (the report),
+    and the row ids below both row counts that do not hold the same token in both models.
+
+    Those rows — collisions (InternVL2.5's ``<IMG_CONTEXT>`` and QwQ's ``<think>`` at 151667), tokens
+    only one model has, padding — are the ones that merging embeddings by index would mix up.
+    """
     vlm_vocab, reasoner_vocab = vlm.get_vocab(), reasoner.get_vocab()
     vlm_by_id = {i: t for t, i in vlm_vocab.items()}
     reasoner_by_id = {i: t for t, i in reasoner_vocab.items()}
@@ -98,8 +103,11 @@ def compare_vocabularies(vlm: Any, reasoner: Any, vlm_rows: int, reasoner_rows: 
         for i in vlm_by_id.keys() & reasoner_by_id.keys()
         if vlm_by_id[i] != reasoner_by_id[i]
     )
+    other_meaning = [
+        i for i in range(min(vlm_rows, reasoner_rows)) if vlm_by_id.get(i) is None or vlm_by_id.get(i) != reasoner_by_id.get(i)
+    ]
     added = set(vlm.get_added_vocab()) | set(reasoner.get_added_vocab())
-    return {
+    report = {
         "vlm_tokenizer_size": len(vlm),
         "reasoner_tokenizer_size": len(reasoner),
         "vlm_embedding_rows": vlm_rows,
@@ -116,18 +124,9 @@ def compare_vocabularies(vlm: Any, reasoner: Any, vlm_rows: int, reasoner_rows: 
         ][:MAX_LISTED],
         "vlm_special_tokens": sorted(vlm.all_special_tokens),
         "reasoner_special_tokens": sorted(reasoner.all_special_tokens),
+        "rows_of_other_meaning": len(other_meaning),
     }
-
-
-def rows_of_other_meaning(vlm: Any, reasoner: Any, rows: int) -> list[int]:
-    """Row ids below ``rows`` that do not hold the same token in both models.
-
-    Collisions (InternVL2.5's ``<IMG_CONTEXT>`` and QwQ's ``<think>`` at 151667), tokens only one
-    model has, and padding rows: merging such rows by index would mix unrelated vectors.
-    """
-    vlm_by_id = {i: t for t, i in vlm.get_vocab().items()}
-    reasoner_by_id = {i: t for t, i in reasoner.get_vocab().items()}
-    return [i for i in range(rows) if vlm_by_id.get(i) is None or vlm_by_id.get(i) != reasoner_by_id.get(i)]
+    return report, other_meaning
 
 
 def plan_tokens(
@@ -148,9 +147,8 @@ def plan_tokens(
         reason = vlm_problem or reasoner_problem
         log.warning("%s tokenizer unavailable (%s): vocabularies not compared, no reasoning tokens carried over", missing, reason)
         return TokenPlan({"status": f"skipped: {missing} tokenizer unavailable ({reason})", "carried": []})
-    report = compare_vocabularies(vlm_tok, reasoner_tok, vlm_rows, reasoner_rows)
-    plan = TokenPlan(report, rows_of_other_meaning=rows_of_other_meaning(vlm_tok, reasoner_tok, min(vlm_rows, reasoner_rows)))
-    report["rows_of_other_meaning"] = len(plan.rows_of_other_meaning)
+    report, other_meaning = compare_vocabularies(vlm_tok, reasoner_tok, vlm_rows, reasoner_rows)
+    plan = TokenPlan(report, rows_of_other_meaning=other_meaning)
     found = {t: single_token_id(reasoner_tok, t) for t in reasoning_tokens}
     report["reasoner_reasoning_tokens"] = {t: i for t, i in found.items() if i is not None}
     if not any(i is not None for i in found.values()):
