@@ -38,7 +38,17 @@ from frankmerge.methods.frank import BlockCoefficients, BlockStats
 from frankmerge.methods.registry import Method, build_method
 from frankmerge.recipe import MergeRecipe, prior_from_profile
 from frankmerge.report import write_model_card, write_report
-from frankmerge.streaming import RowPatch, Source, Sums, Workspace, task_vector_sums, write_copy, write_elementwise, write_merged
+from frankmerge.streaming import (
+    RowPatch,
+    Source,
+    SourceRows,
+    Sums,
+    Workspace,
+    task_vector_sums,
+    write_copy,
+    write_elementwise,
+    write_merged,
+)
 from frankmerge.tokens import CarriedToken, TokenPlan, add_think_prefix, plan_tokens, write_generation_config
 
 log = logging.getLogger(__name__)
@@ -399,7 +409,7 @@ def _write_shared(
             kept: list[int] = []
             if attribute != "norm":
                 kept = _rows_to_keep(tokens, rows)
-                patch = _keep_vlm_rows(ws, triple[0], per_row, kept, patch)
+                patch = _keep_vlm_rows(triple[0], per_row, kept, patch)
             write_merged(ws, writer, triple[0].name, triple, *lambdas, rows * per_row, vlm_info.numel, patch=patch)
             records.append(SharedRecord(triple[0].name, "merged", rows - len(kept), *lambdas, kept_vlm_rows=len(kept)))
         if appended is not None:
@@ -424,14 +434,9 @@ def _rows_to_keep(tokens: TokenPlan, rows: int) -> list[int]:
     return kept
 
 
-def _keep_vlm_rows(ws: Workspace, vlm: Source, width: int, kept: list[int], patch: RowPatch | None) -> RowPatch | None:
-    """A patch that writes the VLM's own values into ``kept`` rows; carried-token rows win over it."""
-    if not kept:
-        return patch
-    rows = {i: ws.read_f32(vlm, i * width, width).clone() for i in kept}
-    if patch is not None:
-        rows.update(patch.rows)
-    return RowPatch(width, rows)
+def _keep_vlm_rows(vlm: Source, width: int, kept: list[int], patch: RowPatch | None) -> RowPatch | SourceRows | None:
+    """The VLM's own values put back into ``kept`` rows, read as they stream; carried-token rows win."""
+    return SourceRows(vlm, width, kept, then=patch) if kept else patch
 
 
 def _carried_rows(

@@ -7,6 +7,7 @@ per tensor (page faults on new allocations otherwise dominate the run time).
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from collections.abc import Callable
@@ -64,6 +65,40 @@ class RowPatch:
             lo, hi = max(row * self.width, start), min((row + 1) * self.width, end)
             if lo < hi:
                 chunk[lo - start : hi - start] = values[lo - row * self.width : hi - row * self.width].to(chunk.dtype)
+
+
+@dataclass
+class SourceRows:
+    """Rows of a matrix put back to ``source``'s values while it streams, read when their chunk
+    passes (merge_shared's rows of other meaning): memory stays one chunk however many rows.
+
+    ``then`` is applied afterwards, so its rows (carried reasoning tokens) win.
+    """
+
+    source: Source
+    width: int
+    rows: list[int]  # sorted row indices
+    then: RowPatch | None = None
+    _scratch: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.uint8))
+
+    def apply(self, start: int, chunk: torch.Tensor) -> None:
+        end = start + chunk.numel()
+        first = bisect.bisect_left(self.rows, start // self.width)
+        last = bisect.bisect_right(self.rows, (end - 1) // self.width)
+        index = first
+        while index < last:  # one read per run of consecutive rows (padding rows come in one run)
+            run_end = index + 1
+            while run_end < last and self.rows[run_end] == self.rows[run_end - 1] + 1:
+                run_end += 1
+            lo = max(self.rows[index] * self.width, start)
+            hi = min((self.rows[run_end - 1] + 1) * self.width, end)
+            info = self.source.checkpoint.info(self.source.name)
+            if self._scratch.numel() < (hi - lo) * info.dtype.itemsize:
+                self._scratch = torch.empty(chunk.numel() * info.dtype.itemsize, dtype=torch.uint8)
+            chunk[lo - start : hi - start] = self.source.checkpoint.read_chunk(self.source.name, lo, hi - lo, self._scratch)
+            index = run_end
+        if self.then is not None:
+            self.then.apply(start, chunk)
 
 
 @dataclass
@@ -135,7 +170,7 @@ def write_merged(
     total_numel: int,
     *,
     inputs_checked: bool = False,
-    patch: RowPatch | None = None,
+    patch: RowPatch | SourceRows | None = None,
 ) -> None:
     """Write θ_0 + λ_V τ_V + λ_R τ_R for the first ``merged_numel`` elements, the VLM's values after.
 

@@ -182,3 +182,25 @@ def test_kernel_copy_still_refuses_a_nonfinite_tensor(tiny_triple, tmp_path: Pat
     with pytest.raises(FrankmergeError, match="NaN or Inf"):
         merge(recipe, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_source_rows_restore_runs_across_chunk_boundaries(tmp_path: Path):
+    """merge_shared's kept rows are read on demand: runs cut by chunk edges, carried rows on top."""
+    from safetensors.torch import save_file
+
+    from frankmerge.streaming import RowPatch, SourceRows
+
+    width, matrix = 5, torch.randn(40, 5).bfloat16()
+    save_file({"embed": matrix}, tmp_path / "model.safetensors")
+    rows = [0, 3, 4, 5, 17, 18, 39]
+    with Checkpoint(tmp_path) as checkpoint:
+        restore = SourceRows(
+            Source("vlm", checkpoint, "embed"), width, rows, then=RowPatch(width, {4: torch.full((width,), 9.0)})
+        )
+        out = torch.zeros(40 * width)
+        for start in range(0, out.numel(), 23):  # chunks that end inside rows
+            restore.apply(start, out[start : start + 23])
+    expected = torch.zeros(40, width)
+    expected[rows] = matrix[rows].float()
+    expected[4] = 9.0
+    assert torch.equal(out.view(40, width), expected)
