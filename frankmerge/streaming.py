@@ -217,9 +217,8 @@ def write_copy(ws: Workspace, writer: ShardedWriter, out_name: str, source: Sour
     location = source.checkpoint.byte_range(source.name)
     if location is not None and patch is None and planned.dtype == info.dtype and location[2] >= KERNEL_COPY_MIN_BYTES:
         if info.dtype.is_floating_point and not ws.allow_nonfinite:
-            for start in range(0, info.numel, ws.chunk):
-                count = min(ws.chunk, info.numel - start)
-                _check_finite(ws, source.checkpoint.read_chunk(source.name, start, count, ws.raw[source.role]), source)
+            for _, values in source.checkpoint.chunks(source.name, ws.chunk, ws.raw[source.role]):
+                _check_finite(ws, values, source)
         writer.copy_from(out_name, *location)
         return
     for start in range(0, max(info.numel, 1), ws.chunk):
@@ -229,7 +228,7 @@ def write_copy(ws: Workspace, writer: ShardedWriter, out_name: str, source: Sour
         if raw.is_floating_point():
             _check_finite(ws, raw, source)
         if planned.dtype != raw.dtype:
-            raw = _narrowed(ws, out_name, raw.to(planned.dtype)) if raw.is_floating_point() else raw.to(planned.dtype)
+            raw = _narrowed(ws, out_name, raw.to(planned.dtype))
         if patch is not None:
             patch.apply(start, raw)
         writer.write(out_name, raw)
