@@ -33,22 +33,22 @@ class Source:
 
 @dataclass
 class Workspace:
-    """Reusable chunk buffers: one raw read buffer and one float32 buffer per role (outputs go into the writer's slots)."""
+    """Reusable chunk buffers: one float32 buffer per role (reads are views of the files, outputs go into the writer's slots)."""
 
     chunk: int
     out_dtype: torch.dtype
     allow_nonfinite: bool = False
-    raw: dict[str, torch.Tensor] = field(default_factory=dict)
     f32: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for role in ("vlm", "reasoner", "base"):
-            self.raw[role] = torch.empty(self.chunk * 8, dtype=torch.uint8)
             self.f32[role] = torch.empty(self.chunk, dtype=torch.float32)
 
     def read_f32(self, source: Source, start: int, count: int) -> torch.Tensor:
-        raw = source.checkpoint.read_chunk(source.name, start, count, self.raw[source.role])
-        return self.f32[source.role][:count].copy_(raw)
+        raw = source.checkpoint.read_chunk(source.name, start, count)
+        out = self.f32[source.role][:count].copy_(raw)
+        source.checkpoint.release(source.name, start, count)
+        return out
 
 
 @dataclass
@@ -79,7 +79,6 @@ class SourceRows:
     width: int
     rows: list[int]  # sorted row indices
     then: RowPatch | None = None
-    _scratch: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.uint8))
 
     def apply(self, start: int, chunk: torch.Tensor) -> None:
         end = start + chunk.numel()
@@ -92,10 +91,7 @@ class SourceRows:
                 run_end += 1
             lo = max(self.rows[index] * self.width, start)
             hi = min((self.rows[run_end - 1] + 1) * self.width, end)
-            info = self.source.checkpoint.info(self.source.name)
-            if self._scratch.numel() < (hi - lo) * info.dtype.itemsize:
-                self._scratch = torch.empty(chunk.numel() * info.dtype.itemsize, dtype=torch.uint8)
-            chunk[lo - start : hi - start] = self.source.checkpoint.read_chunk(self.source.name, lo, hi - lo, self._scratch)
+            chunk[lo - start : hi - start] = self.source.checkpoint.read_chunk(self.source.name, lo, hi - lo)
             index = run_end
         if self.then is not None:
             self.then.apply(start, chunk)
@@ -217,21 +213,23 @@ def write_copy(ws: Workspace, writer: ShardedWriter, out_name: str, source: Sour
     location = source.checkpoint.byte_range(source.name)
     if location is not None and patch is None and planned.dtype == info.dtype and location[2] >= KERNEL_COPY_MIN_BYTES:
         if info.dtype.is_floating_point and not ws.allow_nonfinite:
-            for _, values in source.checkpoint.chunks(source.name, ws.chunk, ws.raw[source.role]):
+            for _, values in source.checkpoint.chunks(source.name, ws.chunk):
                 _check_finite(ws, values, source)
         writer.copy_from(out_name, *location)
         return
     for start in range(0, max(info.numel, 1), ws.chunk):
         count = min(ws.chunk, info.numel - start)
-        scratch = writer.buffer(count * info.dtype.itemsize, torch.uint8) if planned.dtype == info.dtype else ws.raw[source.role]
-        raw = source.checkpoint.read_chunk(source.name, start, count, scratch)
+        raw = source.checkpoint.read_chunk(source.name, start, count)
         if raw.is_floating_point():
             _check_finite(ws, raw, source)
-        if planned.dtype != raw.dtype:
-            raw = _narrowed(ws, out_name, raw.to(planned.dtype))
+        if planned.dtype == raw.dtype:  # into a writer slot: the read may be a read-only view of the file
+            out = writer.buffer(count, raw.dtype).copy_(raw)
+        else:
+            out = _narrowed(ws, out_name, raw.to(planned.dtype))
+        source.checkpoint.release(source.name, start, count)
         if patch is not None:
-            patch.apply(start, raw)
-        writer.write(out_name, raw)
+            patch.apply(start, out)
+        writer.write(out_name, out)
 
 
 def _narrowed(ws: Workspace, out_name: str, values: torch.Tensor) -> torch.Tensor:
@@ -284,6 +282,6 @@ def _load_f32(ws: Workspace, source: Source, numel: int) -> torch.Tensor:
     whole = torch.empty(numel, dtype=torch.float32)
     for start in range(0, numel, ws.chunk):
         count = min(ws.chunk, numel - start)
-        raw = source.checkpoint.read_chunk(source.name, start, count, ws.raw[source.role])
-        whole[start : start + count].copy_(raw)
+        whole[start : start + count].copy_(source.checkpoint.read_chunk(source.name, start, count))
+        source.checkpoint.release(source.name, start, count)
     return whole

@@ -192,11 +192,10 @@ def _stream(
 
 
 class _Buffers:
-    """Chunk buffers allocated once: raw bytes per role, float32 per role, one output."""
+    """Chunk buffers allocated once: float32 per role."""
 
     def __init__(self, chunk: int) -> None:
         self.chunk = chunk
-        self.raw = {r: torch.empty(chunk * 8, dtype=torch.uint8) for r in ("vlm", "reasoner")}
         self.f32 = {r: torch.empty(chunk, dtype=torch.float32) for r in ("vlm", "reasoner")}
 
 
@@ -210,12 +209,14 @@ def _write_delta(
     norm_sq = vlm_sq = 0.0
     for start in range(0, numel, buf.chunk):
         count = min(buf.chunk, numel - start)
-        v = buf.f32["vlm"][:count].copy_(vlm.read_chunk(item.vlm_name, start, count, buf.raw["vlm"]))
+        v = buf.f32["vlm"][:count].copy_(vlm.read_chunk(item.vlm_name, start, count))
+        vlm.release(item.vlm_name, start, count)
         vlm_sq += dot64(v, v)
         delta = buf.f32["reasoner"][:count]
         both = max(0, min(count, shared - start))
         if both:
-            delta[:both].copy_(reasoner.read_chunk(item.reasoner_name, start, both, buf.raw["reasoner"]))
+            delta[:both].copy_(reasoner.read_chunk(item.reasoner_name, start, both))
+            reasoner.release(item.reasoner_name, start, both)
             delta[:both].sub_(v[:both])
         delta[both:].zero_()
         if not options.allow_nonfinite and not bool(torch.isfinite(delta).all()):

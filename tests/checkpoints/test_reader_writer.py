@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -77,11 +78,10 @@ def test_reader_reads_chunks_of_any_size(tmp_path: Path):
     save_file(tensors, tmp_path / "model.safetensors")
     with Checkpoint(tmp_path) as checkpoint:
         assert set(checkpoint.names()) == set(tensors)
-        scratch = torch.empty(1024, dtype=torch.uint8)
         for name, tensor in tensors.items():
             info = checkpoint.info(name)
             assert (info.dtype, info.shape) == (tensor.dtype, tuple(tensor.shape))
-            pieces = [chunk.clone() for _, chunk in checkpoint.chunks(name, 4, scratch)]
+            pieces = [chunk.clone() for _, chunk in checkpoint.chunks(name, 4)]
             joined = torch.cat(pieces) if pieces else torch.empty(0, dtype=tensor.dtype)
             assert torch.equal(joined, tensor.reshape(-1))
 
@@ -142,3 +142,17 @@ def test_verify_output_catches_a_dropped_tensor(tmp_path: Path):
         verify_output(tmp_path, plan, ["kept", "vision.weight"])
     with pytest.raises(IncompleteOutputError, match="expected torch.bfloat16"):
         verify_output(tmp_path, [PlannedTensor("kept", torch.bfloat16, (2,))], ["kept"])
+
+
+def test_reader_handles_tensors_at_unaligned_offsets(tmp_path: Path):
+    """A writer that does not pad its header leaves bfloat16 data at an odd byte offset."""
+    values = torch.arange(6, dtype=torch.float32).to(torch.bfloat16)
+    data = values.view(torch.uint8).numpy().tobytes()
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [2, 3], "data_offsets": [0, len(data)]}}).encode()
+    if len(header) % 2 == 0:
+        header += b" "
+    (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + data)
+    with Checkpoint(tmp_path) as checkpoint:
+        assert checkpoint.info("w").offset % 2 == 1
+        assert torch.equal(checkpoint.load("w"), values.reshape(2, 3))
+        assert torch.equal(checkpoint.read_chunk("w", 1, 4), values[1:5])
