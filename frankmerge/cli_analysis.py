@@ -39,7 +39,12 @@ from frankmerge.errors import RecipeError
 @click.option("--no-plot", is_flag=True, help="Do not write the PNG plot.")
 @click.option("--download", "allow_download", is_flag=True, help="Download a hub id missing from the cache.")
 @click.option(
-    "--trust-remote-code", is_flag=True, help="Allow running a checkpoint's own code (InternVL chat); never needed by merge."
+    "--trust-remote-code",
+    is_flag=True,
+    help=(
+        "Allow running a checkpoint's own code; not needed for InternVL2.5/InternVL2 chat checkpoints, "
+        "which run through transformers' own InternVL."
+    ),
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def profile(

@@ -116,8 +116,11 @@ def merge(
 
 
 def _refuse_profiling_remote_code(vlm: RoleInput) -> None:
-    """Merging never runs a checkpoint's own code, so such a VLM cannot be profiled for α here."""
+    """Merging never runs a checkpoint's own code, so such a VLM cannot be profiled for α here
+    (InternVL chat checkpoints can: they are profiled through transformers' own InternVL)."""
     raw = vlm.config.raw
+    if raw.get("model_type") == "internvl_chat":
+        return
     if "auto_map" in raw or raw.get("model_type") == "llava_llama":
         raise RecipeError(
             f"--vlm {vlm.reference}: FRANK's α is measured by running the VLM, and this checkpoint runs only through "

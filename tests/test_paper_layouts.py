@@ -162,18 +162,56 @@ def test_internvl_chat_with_unsupported_llm(paper_triples, tmp_path: Path):
     assert not (tmp_path / "o").exists()
 
 
-def test_profile_needs_trust_remote_code_and_says_so(paper_triples, tmp_path: Path):
+def test_internvl_chat_runs_as_transformers_internvl_with_identical_logits(paper_triples, tmp_path: Path):
+    """The chat checkpoint converted in memory computes exactly what the native model it was built from does."""
+    from PIL import Image
+    from transformers import InternVLForConditionalGeneration
+
+    from frankmerge.analysis.internvl_chat import ChatPrompter, load_native
+    from frankmerge.checkpoints.reader import Checkpoint
+    from frankmerge.testbed.tiny import build_tiny_triple
+
+    chat = paper_triples["internvl_qwen2"].vlm
+    native = build_tiny_triple(tmp_path / "native", "internvl", layout="hub").vlm  # the fixture's seeded source
+    raw = json.loads((chat / "config.json").read_text())
+    prompter = ChatPrompter(chat, raw)
+    image = Image.fromarray((torch.rand(70, 90, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy())
+    inputs = prompter(image, "What is in the picture?")
+    assert int((inputs["input_ids"] == prompter.image_token_id).sum()) == prompter.tokens == 4
+    with Checkpoint(chat) as weights:
+        converted = load_native(weights, raw, prompter.image_token_id, str(chat), dtype=torch.float32)
+    reference = InternVLForConditionalGeneration.from_pretrained(native, dtype=torch.float32).eval()
+    with torch.no_grad():
+        assert torch.equal(converted(**inputs).logits, reference(**inputs).logits)
+    assert not list(chat.glob(MARKER))
+
+
+def test_profile_runs_internvl_chat_without_its_code(paper_triples, tmp_path: Path):
     triple = paper_triples["internvl_qwen2"]
-    runner = CliRunner()
-    result = runner.invoke(main, ["profile", "--vlm", str(triple.vlm), "--out", str(tmp_path / "p.json"), "-q"])
-    assert result.exit_code == 1 and "--trust-remote-code" in result.output
-    trusted = runner.invoke(
-        main, ["profile", "--vlm", str(triple.vlm), "--out", str(tmp_path / "p.json"), "-q", "--trust-remote-code"]
+    out = tmp_path / "p.json"
+    result = CliRunner().invoke(main, ["profile", "--vlm", str(triple.vlm), "--out", str(out), "--num-images", "3", "-q"])
+    assert result.exit_code == 0, result.output
+    profile = json.loads(out.read_text())
+    layers = json.loads((triple.vlm / "config.json").read_text())["llm_config"]["num_hidden_layers"]
+    assert [layer["layer"] for layer in profile["layers"]] == list(range(1, layers + 1)) and all(
+        0 < layer["a_mean"] < 1 for layer in profile["layers"]
     )
-    assert trusted.exit_code == 1 and "not supported yet" in trusted.output
+    assert (
+        profile["images"]["mean_visual_tokens"] == 4 and "InternVLForConditionalGeneration" in profile["method"]["chat_template"]
+    )
+    assert not list(triple.vlm.glob(MARKER))
+
+
+def test_profile_refuses_what_it_cannot_run(paper_triples, tmp_path: Path):
+    runner = CliRunner()
+    internlm2 = runner.invoke(
+        main, ["profile", "--vlm", str(paper_triples["internvl_internlm2"].vlm), "--out", str(tmp_path / "p.json"), "-q"]
+    )
+    assert internlm2.exit_code == 1 and "InternLM2ForCausalLM" in internlm2.output and "--alpha" in internlm2.output
     nvila = runner.invoke(main, ["profile", "--vlm", str(paper_triples["nvila"].vlm), "--out", str(tmp_path / "p.json"), "-q"])
     assert nvila.exit_code == 1 and "VILA package" in nvila.output
-    assert not (tmp_path / "p.json").exists() and not list(triple.vlm.glob(MARKER))
+    assert not (tmp_path / "p.json").exists()
+    assert not list(paper_triples["internvl_internlm2"].vlm.glob(MARKER))
 
 
 @pytest.mark.parametrize("key", ["internvl_internlm2", "nvila"])
@@ -186,16 +224,26 @@ def test_analyze_reads_remote_code_checkpoints_by_layout(paper_triples, tmp_path
     assert not list(triple.vlm.rglob(MARKER))
 
 
-@pytest.mark.parametrize("key", ["internvl_qwen2", "nvila"])
-def test_merge_without_prior_option_on_remote_code_asks_for_alpha(paper_triples, tmp_path: Path, key: str):
-    """FRANK with no prior option would profile; these VLMs only run through their own code."""
-    triple = paper_triples[key]
+def test_merge_without_prior_option_on_nvila_asks_for_alpha(paper_triples, tmp_path: Path):
+    """FRANK with no prior option would profile; NVILA runs only through its own code."""
+    triple = paper_triples["nvila"]
     args = ["merge", "--vlm", str(triple.vlm), "--reasoner", str(triple.reasoner), "--base", str(triple.base)]
     result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "o"), "-q"])
     lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert result.exit_code == 1 and len(lines) == 1, result.output
     assert "--alpha" in lines[0] and "never executes" in lines[0] and "--trust-remote-code" not in lines[0]
     assert not (tmp_path / "o").exists() and not list(triple.vlm.glob(MARKER))
+
+
+def test_merge_without_prior_option_profiles_internvl_chat(paper_triples, tmp_path: Path):
+    triple = paper_triples["internvl_qwen2"]
+    args = ["merge", "--vlm", str(triple.vlm), "--reasoner", str(triple.reasoner), "--base", str(triple.base)]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "o"), "-q"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "o" / "merge_report.json").read_text())
+    assert (tmp_path / "o" / "profile.json").is_file() and report["recipe"]["prior"]["kind"] == "exponential"
+    assert "profile" in report
+    assert not list(triple.vlm.glob(MARKER))
 
 
 @pytest.mark.parametrize("recipe_file", sorted((Path(__file__).parents[1] / "examples").glob("*.yaml")), ids=lambda p: p.stem)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from frankmerge.analysis.attention import AttentionProbe, ProbeTarget
 from frankmerge.analysis.calibration import CalibrationSet, bundled_calibration_set
 from frankmerge.analysis.errors import ProfileError
 from frankmerge.analysis.fit import bootstrap_alpha, fit_decay
+from frankmerge.analysis.internvl_chat import ChatPrompter, check_runnable, is_internvl_chat, load_native
 from frankmerge.analysis.profile_report import (
     QUERY_DESCRIPTIONS,
     ImageRecord,
@@ -31,6 +33,7 @@ from frankmerge.analysis.profile_report import (
     check_output_path,
     write_profile,
 )
+from frankmerge.checkpoints.reader import Checkpoint
 from frankmerge.checkpoints.resolve import resolve_checkpoint
 from frankmerge.layouts import read_config
 from frankmerge.layouts.families import BY_MODEL_TYPE, FAMILIES
@@ -57,7 +60,7 @@ def profile_vlm(
     info = _model_info(str(vlm), path, options.trust_remote_code)
     source = (images if images is not None else bundled_calibration_set()).subset(options.max_images, options.seed)
 
-    model, processor = _load(path, options)
+    model, make_inputs = _load(path, options, info)
     loaded = time.perf_counter()
     probe = AttentionProbe(model)
     if probe.num_layers != info.num_layers:
@@ -66,7 +69,7 @@ def profile_vlm(
     rows, records = [], []
     for image in tqdm(source, desc="profiling", unit="image", disable=not progress):
         begin = time.perf_counter()
-        inputs = _inputs(processor, model, image.load(), options.prompt)
+        inputs = make_inputs(image.load(), options.prompt)
         sums, visual, prompt_len = _measure(model, probe, inputs, info.image_token_id, options, image.name)
         rows.append(sums.ratios().numpy())
         seconds = time.perf_counter() - begin
@@ -129,6 +132,10 @@ def _model_info(reference: str, path: Path, trust_remote_code: bool = False) -> 
         raise ProfileError(f"--vlm {reference}: model_type {config.model_type!r} is not a supported VLM family ({supported})")
     if family.kind != "vlm":
         raise ProfileError(f"--vlm {reference}: is a text-only {config.model_type} model; profile the vision-language model")
+    if is_internvl_chat(config.raw):  # run through transformers' own InternVL: no remote code
+        check_runnable(config.raw, reference)
+        token = ChatPrompter(path, config.raw).image_token_id
+        return ModelInfo(reference, str(path), config.model_type, config.text_model_type, config.num_layers, 0, token)
     from transformers import AutoConfig
 
     auto = AutoConfig.from_pretrained(path, trust_remote_code=False)
@@ -145,7 +152,7 @@ def _refuse_remote_code(reference: str, raw: dict[str, Any], trust_remote_code: 
             f"--vlm {reference}: NVILA runs only with NVlabs' VILA package, not through transformers; "
             "choose the prior by hand (--alpha) or profile another VLM of its family"
         )
-    if "auto_map" not in raw:
+    if "auto_map" not in raw or is_internvl_chat(raw):
         return
     if not trust_remote_code:
         raise ProfileError(
@@ -153,20 +160,17 @@ def _refuse_remote_code(reference: str, raw: dict[str, Any], trust_remote_code: 
             "profiling runs the model, so pass --trust-remote-code to allow executing it (merge and analyze never do)"
         )
     raise ProfileError(
-        f"--vlm {reference}: profiling remote-code VLMs is not supported yet (their forward pass has no common "
-        "interface); use the model's transformers-native '-hf' conversion, or choose --alpha by hand"
+        f"--vlm {reference}: profiling remote-code VLMs other than InternVL2.5/InternVL2 chat checkpoints is not "
+        "supported (their forward passes share no interface); use the model's transformers-native '-hf' conversion, "
+        "or choose --alpha by hand"
     )
 
 
-def _load(path: Path, options: ProfileOptions) -> tuple[Any, Any]:
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+InputBuilder = Callable[[Any, str], dict[str, torch.Tensor]]
 
-    try:
-        processor = AutoProcessor.from_pretrained(path)
-    except Exception as exc:  # transformers raises OSError, ValueError, AttributeError for missing/odd files
-        raise ProfileError(f"--vlm {path}: cannot load its processor ({type(exc).__name__}: {exc})") from exc
-    if getattr(processor, "chat_template", None) is None:
-        raise ProfileError(f"--vlm {path}: the processor has no chat template; add chat_template.jinja to the model directory")
+
+def _load(path: Path, options: ProfileOptions, info: ModelInfo) -> tuple[Any, InputBuilder]:
+    """The model in eval mode and how to turn (image, prompt) into its inputs."""
     kwargs: dict[str, Any] = {"dtype": "auto" if options.dtype == "auto" else DTYPES[options.dtype]}
     device = options.device
     if device == "auto":
@@ -175,14 +179,42 @@ def _load(path: Path, options: ProfileOptions) -> tuple[Any, Any]:
         kwargs["device_map"] = "auto"
     elif device != "cpu":
         kwargs["device_map"] = {"": device}
-    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
-    return model.eval(), processor
+    raw = read_config(path, "vlm").raw
+    if is_internvl_chat(raw):
+        return _load_internvl_chat(path, raw, info, kwargs)
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(path)
+    except Exception as exc:  # transformers raises OSError, ValueError, AttributeError for missing/odd files
+        raise ProfileError(f"--vlm {path}: cannot load its processor ({type(exc).__name__}: {exc})") from exc
+    if getattr(processor, "chat_template", None) is None:
+        raise ProfileError(f"--vlm {path}: the processor has no chat template; add chat_template.jinja to the model directory")
+    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs).eval()
+    return model, lambda image, prompt: _inputs(processor, model, image, prompt)
+
+
+def _load_internvl_chat(path: Path, raw: dict[str, Any], info: ModelInfo, kwargs: dict[str, Any]) -> tuple[Any, InputBuilder]:
+    prompter = ChatPrompter(path, raw)
+    if kwargs["dtype"] == "auto":
+        kwargs["dtype"] = DTYPES.get(str(raw.get("torch_dtype") or raw.get("dtype") or "bfloat16"), torch.bfloat16)
+    with Checkpoint(path) as weights:
+        model = load_native(weights, raw, info.image_token_id, info.reference, **kwargs)
+
+    def make_inputs(image: Any, prompt: str) -> dict[str, torch.Tensor]:
+        return _on_model(model, prompter(image, prompt))
+
+    return model, make_inputs
 
 
 def _inputs(processor: Any, model: Any, image: Any, prompt: str) -> dict[str, torch.Tensor]:
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    batch = processor(text=[text], images=[image], return_tensors="pt")
+    return _on_model(model, processor(text=[text], images=[image], return_tensors="pt"))
+
+
+def _on_model(model: Any, batch: Any) -> dict[str, torch.Tensor]:
+    """The batch's tensors on the embeddings' device, floating ones in the model's dtype."""
     device = model.get_input_embeddings().weight.device
     return {
         k: v.to(device=device, dtype=model.dtype if v.is_floating_point() else v.dtype)

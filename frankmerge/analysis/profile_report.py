@@ -42,6 +42,16 @@ VISUAL_KEYS = (
 )
 
 
+CHAT_TEMPLATES = {
+    "native": "the VLM's own (processor.apply_chat_template, one image then the prompt)",
+    "internvl_chat": (
+        "InternVL's internvl2_5 template as its chat() builds it (<img> + <IMG_CONTEXT> per visual token + </img>, "
+        "then the prompt), one 448-px tile per image, run by transformers' InternVLForConditionalGeneration "
+        "with the checkpoint's weights (its own code never ran)"
+    ),
+}
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     reference: str
@@ -137,7 +147,7 @@ class Profile:
                 "aggregation": AGGREGATION,
                 "visual_keys": VISUAL_KEYS,
                 "prompt": self.options.prompt,
-                "chat_template": "the VLM's own (processor.apply_chat_template, one image then the prompt)",
+                "chat_template": CHAT_TEMPLATES.get(self.model.model_type, CHAT_TEMPLATES["native"]),
                 "layer_index": "l = 1..L, 1-based as in Eq. 16",
             },
             "images": {

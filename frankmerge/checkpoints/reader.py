@@ -219,6 +219,7 @@ class Checkpoint:
                     mapping = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
                     self._mmaps[path] = mapping
                     import warnings
+
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         whole = self._maps[path] = torch.frombuffer(mapping, dtype=torch.uint8)

@@ -94,6 +94,66 @@ def _text_to_internlm2(directory: Path) -> None:
     (directory / "modeling_internlm2.py").write_text(REMOTE_CODE)
 
 
+# transformers' InternVLVision names -> InternViT's (the inverse of transformers' converter).
+_CHAT_VISION_NAMES = (
+    (".encoder.layer.", ".encoder.layers."),
+    ("embeddings.cls_token", "embeddings.class_embedding"),
+    ("embeddings.position_embeddings", "embeddings.position_embedding"),
+    ("embeddings.patch_embeddings.projection.", "embeddings.patch_embedding."),
+    (".lambda_1", ".ls1"),
+    (".lambda_2", ".ls2"),
+    (".attention.projection_layer.", ".attn.proj."),
+    (".attention.", ".attn."),
+    (".layernorm_before.", ".norm1."),
+    (".layernorm_after.", ".norm2."),
+)
+_CHAT_PROJECTOR = {"layer_norm.": "mlp1.0.", "linear_1.": "mlp1.1.", "linear_2.": "mlp1.3."}
+
+
+def _to_chat_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A native InternVL state dict (hub layout) under ``InternVLChatModel``'s names, q/k/v fused into ``attn.qkv``."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if name.startswith("vision_tower."):
+            if ".attention.k_proj." in name or ".attention.v_proj." in name:
+                continue
+            if ".attention.q_proj." in name:
+                tensor = torch.cat([state[name.replace("q_proj", p)] for p in ("q_proj", "k_proj", "v_proj")])
+                name = name.replace("q_proj", "qkv")
+            name = "vision_model." + name.removeprefix("vision_tower.")
+            for old, new in _CHAT_VISION_NAMES:
+                name = name.replace(old, new)
+        elif name.startswith("multi_modal_projector."):
+            rest = name.removeprefix("multi_modal_projector.")
+            prefix = next(p for p in _CHAT_PROJECTOR if rest.startswith(p))
+            name = _CHAT_PROJECTOR[prefix] + rest.removeprefix(prefix)
+        out[name] = tensor
+    return out
+
+
+def _intern_vit_config(native: dict[str, object]) -> dict[str, object]:
+    """An InternViT ``vision_config`` (the keys ``InternVisionConfig`` uses) for a native vision config."""
+    return {
+        "architectures": ["InternVisionModel"],
+        "model_type": "intern_vit_6b",
+        "hidden_size": native["hidden_size"],
+        "intermediate_size": native["intermediate_size"],
+        "num_attention_heads": native["num_attention_heads"],
+        "num_hidden_layers": native["num_hidden_layers"],
+        "num_channels": native["num_channels"],
+        "image_size": native["image_size"][0],  # type: ignore[index]
+        "patch_size": native["patch_size"][0],  # type: ignore[index]
+        "hidden_act": native["hidden_act"],
+        "layer_norm_eps": native["layer_norm_eps"],
+        "norm_type": native["norm_type"],
+        "qkv_bias": native["attention_bias"],
+        "qk_normalization": native["use_qk_norm"],
+        "initializer_factor": 1.0,
+        "drop_path_rate": 0.0,
+        "use_flash_attn": False,
+    }
+
+
 def build_internvl_chat(root: Path, *, llm: str = "qwen2") -> TinyTriple:
     """An InternVL chat triple: the VLM in ``InternVLChatModel`` layout, the LLMs as Qwen2 or InternLM2."""
     source = build_tiny_triple(root / "source", "internvl" if llm == "qwen2" else "llava", layout="hub")
@@ -103,13 +163,17 @@ def build_internvl_chat(root: Path, *, llm: str = "qwen2") -> TinyTriple:
     text_config = json.loads((triple.base / "config.json").read_text())
     shutil.copytree(source.vlm, triple.vlm)
     state = _load(triple.vlm)
-    renamed: dict[str, torch.Tensor] = {}
-    for name, tensor in state.items():
-        if name.startswith("vision_tower."):
-            name = "vision_model." + name.removeprefix("vision_tower.").removeprefix("vision_model.")
-        elif name.startswith("multi_modal_projector."):
-            name = "mlp1." + name.removeprefix("multi_modal_projector.")
-        renamed[name] = tensor
+    native_vlm = json.loads((triple.vlm / "config.json").read_text())
+    if llm == "qwen2":
+        renamed = _to_chat_names(state)
+        vision_config = _intern_vit_config(native_vlm["vision_config"])
+        image_size = vision_config["image_size"]
+    else:  # a LLaVA source: its CLIP tower only stands in for InternViT (layout tests, never run)
+        renamed = {
+            k.replace("vision_tower.vision_model.", "vision_model.").replace("multi_modal_projector.", "mlp1."): v
+            for k, v in state.items()
+        }
+        vision_config, image_size = {"architectures": ["InternVisionModel"], "model_type": "intern_vit_6b"}, 448
     if "language_model.lm_head.weight" not in renamed:  # InternVL chat never ties
         renamed["language_model.lm_head.weight"] = renamed["language_model.model.embed_tokens.weight"].clone()
     architecture = "Qwen2ForCausalLM"
@@ -133,8 +197,15 @@ def build_internvl_chat(root: Path, *, llm: str = "qwen2") -> TinyTriple:
         "downsample_ratio": 0.5,
         "tie_word_embeddings": False,
         "torch_dtype": "float32",
+        "force_image_size": image_size,
+        "ps_version": "v2",
+        "select_layer": -1,
+        "dynamic_image_size": True,
+        "max_dynamic_patch": 12,
+        "min_dynamic_patch": 1,
+        "use_thumbnail": True,
         "llm_config": {**text_config, "architectures": [architecture], "tie_word_embeddings": False},
-        "vision_config": {"architectures": ["InternVisionModel"], "model_type": "intern_vit_6b"},
+        "vision_config": vision_config,
     }
     (triple.vlm / "config.json").write_text(json.dumps(config, indent=2))
     for name in ("configuration_internvl_chat.py", "modeling_internvl_chat.py"):

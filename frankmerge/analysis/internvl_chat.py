@@ -1,0 +1,221 @@
+"""Run an InternVL2.5 / InternVL2 chat checkpoint through transformers' own InternVL model.
+
+The chat checkpoints (``InternVLChatModel``) ship their modelling code, but their architecture is
+the one transformers implements natively as ``InternVLForConditionalGeneration`` (InternViT, the
+``mlp1`` projector, pixel-shuffle downsampling, a Qwen2 or Llama LLM). So profiling them needs no
+remote code: the config is translated, the tensors are renamed as transformers' own converter
+(``convert_internvl_weights_to_hf.py``) renames them (InternViT's fused ``attn.qkv`` split into
+q/k/v), and the prompt is built as the checkpoint's ``chat()`` builds it, with the
+``internvl2_5`` template and ``<img>`` + ``<IMG_CONTEXT>`` × 256 + ``</img>`` per 448-px tile.
+
+One tile per image (the image resized to ``force_image_size``): ``chat()`` would add up to 12
+tiles plus a thumbnail, which changes the number of visual tokens but not what a_l measures.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from frankmerge.analysis.errors import ProfileError
+from frankmerge.checkpoints.reader import Checkpoint
+
+IMAGE_CONTEXT = "<IMG_CONTEXT>"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SYSTEM_MESSAGE = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
+SUPPORTED_LLMS = ("Qwen2ForCausalLM", "LlamaForCausalLM")
+
+# InternViT names -> transformers' InternVLVision names, applied in order (as the converter does).
+_VISION_RENAMES = (
+    (r"\.layers\.", ".layer."),
+    (r"class_embedding", "cls_token"),
+    (r"position_embedding$", "position_embeddings"),
+    (r"patch_embedding\.", "patch_embeddings.projection."),
+    (r"\.ls(\d)$", r".lambda_\1"),
+    (r"attn\.proj\.", "attention.projection_layer."),
+    (r"attn\.", "attention."),
+    (r"norm1\.", "layernorm_before."),
+    (r"norm2\.", "layernorm_after."),
+)
+_PROJECTOR = {"mlp1.0.": "layer_norm.", "mlp1.1.": "linear_1.", "mlp1.3.": "linear_2."}
+# InternViT config keys -> InternVLVisionConfig keys.
+_VISION_KEYS = {"qkv_bias": "attention_bias", "qk_normalization": "use_qk_norm", "attention_dropout": "attention_dropout"}
+
+
+def is_internvl_chat(raw: dict[str, Any]) -> bool:
+    return raw.get("model_type") == "internvl_chat"
+
+
+def check_runnable(raw: dict[str, Any], reference: str) -> str:
+    """The chat checkpoint's LLM architecture, if transformers' InternVL can run it."""
+    architecture = ((raw.get("llm_config") or {}).get("architectures") or ["?"])[0]
+    if architecture not in SUPPORTED_LLMS:
+        raise ProfileError(
+            f"--vlm {reference}: profiling InternVL chat checkpoints with a {architecture} language model is not supported "
+            f"(supported: {', '.join(SUPPORTED_LLMS)}); choose the prior by hand with --alpha"
+        )
+    return architecture
+
+
+def native_config(raw: dict[str, Any], image_token_id: int, reference: str) -> Any:
+    """The ``InternVLConfig`` equivalent to a chat checkpoint's ``config.json``."""
+    from transformers import InternVLConfig, InternVLVisionConfig, LlamaConfig, Qwen2Config
+
+    llm = dict(raw.get("llm_config") or {})
+    architecture = check_runnable(raw, reference)
+    text_class = Qwen2Config if architecture == "Qwen2ForCausalLM" else LlamaConfig
+    text = text_class(**_known_keys(llm, text_class))
+    vision_raw = dict(raw.get("vision_config") or {})
+    for old, new in _VISION_KEYS.items():
+        if old in vision_raw:
+            vision_raw[new] = vision_raw.pop(old)
+    vision_raw["use_absolute_position_embeddings"] = True
+    missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size") if k not in vision_raw]
+    if missing:
+        raise ProfileError(
+            f"--vlm {reference}: vision_config lacks {', '.join(missing)}; the checkpoint's config.json is incomplete"
+        )
+    vision = InternVLVisionConfig(**_known_keys(vision_raw, InternVLVisionConfig))
+    config = InternVLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=image_token_id,
+        downsample_ratio=float(raw.get("downsample_ratio", 0.5)),
+        vision_feature_layer=int(raw.get("select_layer", -1)),
+        image_seq_length=num_image_tokens(raw),
+    )
+    config.tie_word_embeddings = False  # InternVLChatConfig forces untied embeddings
+    return config
+
+
+def _known_keys(values: dict[str, Any], config_class: type) -> dict[str, Any]:
+    known = set(config_class().to_dict())
+    return {
+        k: v
+        for k, v in values.items()
+        if k in known and k not in ("architectures", "model_type", "auto_map", "transformers_version")
+    }
+
+
+def num_image_tokens(raw: dict[str, Any]) -> int:
+    """Visual tokens per tile: (image size / patch size)² × downsample ratio² (256 for 448 px)."""
+    vision = raw.get("vision_config") or {}
+    size = int(raw.get("force_image_size") or vision.get("image_size", 448))
+    patch = int(vision.get("patch_size", 14))
+    return int((size // patch) ** 2 * float(raw.get("downsample_ratio", 0.5)) ** 2)
+
+
+def native_name(name: str) -> str:
+    """A chat checkpoint's tensor name in ``InternVLForConditionalGeneration``'s state dict."""
+    if name.startswith("vision_model."):
+        rest = name.removeprefix("vision_model.")
+        for pattern, replacement in _VISION_RENAMES:
+            rest = re.sub(pattern, replacement, rest)
+        return "model.vision_tower." + rest
+    for old, new in _PROJECTOR.items():
+        if name.startswith(old):
+            return "model.multi_modal_projector." + new + name.removeprefix(old)
+    if name == "language_model.lm_head.weight":
+        return "lm_head.weight"
+    if name.startswith("language_model.model."):
+        return "model.language_model." + name.removeprefix("language_model.model.")
+    raise ProfileError(f"tensor {name!r} is not part of an InternVL chat checkpoint's layout")
+
+
+def native_state(checkpoint: Checkpoint, vision_hidden: int) -> dict[str, torch.Tensor]:
+    """All tensors under their native names, as views of the files (nothing is copied here)."""
+    state: dict[str, torch.Tensor] = {}
+    for name in checkpoint.names():
+        info = checkpoint.info(name)
+        tensor = checkpoint.read_chunk(name, 0, info.numel).reshape(info.shape)
+        new = native_name(name)
+        if ".attention.qkv." in new:  # InternViT's fused q/k/v: rows [q; k; v], each vision_hidden wide
+            for index, part in enumerate(("q_proj", "k_proj", "v_proj")):
+                state[new.replace("qkv", part)] = tensor[index * vision_hidden : (index + 1) * vision_hidden]
+        else:
+            state[new] = tensor
+    return state
+
+
+def load_native(weights: Checkpoint, raw: dict[str, Any], image_token_id: int, reference: str, **kwargs: Any) -> Any:
+    """``InternVLForConditionalGeneration`` holding a chat checkpoint's weights, in eval mode.
+
+    ``kwargs`` go to ``from_pretrained`` (``dtype``, ``device_map``). On the CPU the tensors are
+    copied out of the read-only file mappings; with a ``device_map`` they are read from them.
+    """
+    from transformers import InternVLForConditionalGeneration
+
+    config = native_config(raw, image_token_id, reference)
+    state = native_state(weights, config.vision_config.hidden_size)
+    expected = _expected_names(InternVLForConditionalGeneration, config)
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ProfileError(
+            f"--vlm {reference}: its tensors do not match transformers' InternVL model "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); is this an InternVL2.5/InternVL2 chat checkpoint?"
+        )
+    if "device_map" not in kwargs:
+        state = {k: v.clone() for k, v in state.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns that views of read-only mappings are not writable
+        model = InternVLForConditionalGeneration.from_pretrained(None, config=config, state_dict=state, **kwargs)
+    return model.eval()
+
+
+def _expected_names(model_class: type, config: Any) -> set[str]:
+    with torch.device("meta"):
+        return set(model_class(config).state_dict())
+
+
+class ChatPrompter:
+    """Inputs as ``InternVLChatModel.chat()`` builds them, for one image and one question."""
+
+    def __init__(self, path: Path, raw: dict[str, Any]) -> None:
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # it reads config.json and warns that internvl_chat is no tokenizer's model type
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        except Exception as exc:  # transformers raises OSError, ValueError for missing/odd files
+            raise ProfileError(
+                f"--vlm {path}: cannot load its tokenizer without remote code ({type(exc).__name__}: {exc})"
+            ) from exc
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        self.image_token_id = image_context_id(self.tokenizer, path)
+        self.size = int(raw.get("force_image_size") or (raw.get("vision_config") or {}).get("image_size", 448))
+        self.tokens = num_image_tokens(raw)
+
+    def text(self, prompt: str) -> str:
+        image = "<img>" + IMAGE_CONTEXT * self.tokens + "</img>"
+        return (
+            f"<|im_start|>system\n{SYSTEM_MESSAGE}<|im_end|>\n"
+            f"<|im_start|>user\n{image}\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+        )
+
+    def pixel_values(self, image: Any) -> torch.Tensor:
+        """One tile: RGB, resized (bicubic) to the model's image size, ImageNet-normalised."""
+        from PIL import Image
+
+        tile = image.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC)
+        array = (np.asarray(tile, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        return torch.from_numpy(array.astype(np.float32)).permute(2, 0, 1)[None]
+
+    def __call__(self, image: Any, prompt: str) -> dict[str, torch.Tensor]:
+        ids = self.tokenizer(self.text(prompt), return_tensors="pt", add_special_tokens=False)
+        return {"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"], "pixel_values": self.pixel_values(image)}
+
+
+def image_context_id(tokenizer: Any, path: Path) -> int:
+    token = tokenizer.convert_tokens_to_ids(IMAGE_CONTEXT)
+    if not isinstance(token, int) or token == tokenizer.unk_token_id:
+        raise ProfileError(f"--vlm {path}: its tokenizer has no {IMAGE_CONTEXT} token; is this an InternVL chat checkpoint?")
+    return token
