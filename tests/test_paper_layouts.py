@@ -253,3 +253,40 @@ def test_example_recipes_are_valid(recipe_file: Path):
     recipe = load_recipe(recipe_file)
     assert recipe.vlm and recipe.reasoner and recipe.base and recipe.method == "frank"
     assert recipe.prior is not None, "the paper pairs fix α: two of the three VLMs cannot be profiled here"
+
+
+def test_eval_runs_an_internvl_chat_merge_without_its_code(paper_triples, tmp_path: Path):
+    from tests.evaluation import builders
+
+    triple = paper_triples["internvl_qwen2"]
+    merged = tmp_path / "merged"
+    _merge(triple, merged, Prior(kind="exponential", alpha=0.1))
+    data = builders.write_parquet(tmp_path / "data" / "validation-0.parquet", builders.mmmu_rows())
+    args = ["eval", "--model", str(merged), "--benchmark", "mmmu", "--data", str(data), "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(main, [*args, "--max-new-tokens", "4", "--batch-size", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "run" / "generations.jsonl").read_text().splitlines()]
+    assert len(records) == len(builders.mmmu_rows()) and all(r["error"] is None for r in records)
+    assert all(0 < r["n_tokens"] <= 4 and r["n_prompt_tokens"] > 4 for r in records)
+    assert not list(merged.glob(MARKER)) and not list(triple.vlm.glob(MARKER))
+
+
+def test_chat_processor_renders_internvl_prompts(paper_triples):
+    from PIL import Image
+
+    from frankmerge.analysis.errors import ProfileError
+    from frankmerge.analysis.internvl_chat import SYSTEM_MESSAGE, ChatProcessor
+
+    chat = paper_triples["internvl_qwen2"].vlm
+    processor = ChatProcessor(chat, json.loads((chat / "config.json").read_text()))
+    parts = [{"type": "image"}, {"type": "text", "text": "Compare"}, {"type": "image"}]
+    text = processor.apply_chat_template([{"role": "user", "content": parts}], add_generation_prompt=True, tokenize=False)
+    user = "<|im_start|>user\n<image>\nCompare<image>\n<|im_end|>\n"
+    assert text == f"<|im_start|>system\n{SYSTEM_MESSAGE}<|im_end|>\n{user}<|im_start|>assistant\n"
+    images = [Image.new("RGB", (30, 40), "red"), Image.new("RGB", (90, 20), "blue")]
+    batch = processor(text=[text, "<|im_start|>user\nhi<|im_end|>\n"], images=[images, []])
+    ids = batch["input_ids"]
+    assert int((ids[0] == processor.image_token_id).sum()) == 2 * 4 and int((ids[1] == processor.image_token_id).sum()) == 0
+    assert tuple(batch["pixel_values"].shape) == (2, 3, 56, 56)
+    with pytest.raises(ProfileError, match="placeholders"):
+        processor(text=[text], images=[images[:1]])

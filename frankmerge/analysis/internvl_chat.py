@@ -160,6 +160,8 @@ def load_native(weights: Checkpoint, raw: dict[str, Any], image_token_id: int, r
             f"--vlm {reference}: its tensors do not match transformers' InternVL model "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}); is this an InternVL2.5/InternVL2 chat checkpoint?"
         )
+    if kwargs.get("dtype", "auto") == "auto":  # the stored dtype, as from_pretrained's "auto" would read it
+        kwargs["dtype"] = weights.info(weights.names()[0]).dtype
     if "device_map" not in kwargs:
         state = {k: v.clone() for k, v in state.items()}
     with warnings.catch_warnings():
@@ -219,3 +221,48 @@ def image_context_id(tokenizer: Any, path: Path) -> int:
     if not isinstance(token, int) or token == tokenizer.unk_token_id:
         raise ProfileError(f"--vlm {path}: its tokenizer has no {IMAGE_CONTEXT} token; is this an InternVL chat checkpoint?")
     return token
+
+
+# The internvl2_5 conversation template (MPT style) with image parts as ``<image>`` placeholders,
+# which ``ChatProcessor`` expands into ``<img>`` + ``<IMG_CONTEXT>`` × tokens + ``</img>``.
+CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}"
+    "{% set messages = messages[1:] %}{% else %}{% set system = '" + SYSTEM_MESSAGE + "' %}{% endif %}"
+    "{{ '<|im_start|>system\\n' + system + '<|im_end|>\\n' }}"
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}{{ '<image>\\n' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+IMAGE_PLACEHOLDER = "<image>"
+
+
+class ChatProcessor:
+    """What ``frankmerge eval`` needs of a processor, for InternVL chat checkpoints (which have none).
+
+    ``apply_chat_template`` renders the internvl2_5 template (or a given one) with ``<image>``
+    placeholders; calling it expands each into the image's tokens and adds one tile per image.
+    """
+
+    def __init__(self, path: Path, raw: dict[str, Any]) -> None:
+        self.prompter = ChatPrompter(path, raw)
+        self.tokenizer = self.prompter.tokenizer
+        self.image_token_id = self.prompter.image_token_id
+        self.chat_template = CHAT_TEMPLATE
+
+    def apply_chat_template(self, messages: list[dict[str, Any]], **kwargs: Any) -> str:
+        kwargs.setdefault("chat_template", self.chat_template)
+        return self.tokenizer.apply_chat_template(messages, **kwargs)
+
+    def __call__(self, text: list[str], images: list[list[Any]] | None = None, **kwargs: Any) -> Any:
+        image_text = "<img>" + IMAGE_CONTEXT * self.prompter.tokens + "</img>"
+        counts = [t.count(IMAGE_PLACEHOLDER) for t in text]
+        given = [len(row) for row in images] if images else [0] * len(text)
+        if counts != given:
+            raise ProfileError(f"prompts hold {counts} image placeholders but {given} images were given")
+        expanded = [t.replace(IMAGE_PLACEHOLDER, image_text) for t in text]
+        batch = self.tokenizer(expanded, padding=True, return_tensors="pt", add_special_tokens=False)
+        if images:
+            batch["pixel_values"] = torch.cat([self.prompter.pixel_values(image) for row in images for image in row])
+        return batch

@@ -196,8 +196,6 @@ def _load(path: Path, options: ProfileOptions, info: ModelInfo) -> tuple[Any, In
 
 def _load_internvl_chat(path: Path, raw: dict[str, Any], info: ModelInfo, kwargs: dict[str, Any]) -> tuple[Any, InputBuilder]:
     prompter = ChatPrompter(path, raw)
-    if kwargs["dtype"] == "auto":
-        kwargs["dtype"] = DTYPES.get(str(raw.get("torch_dtype") or raw.get("dtype") or "bfloat16"), torch.bfloat16)
     with Checkpoint(path) as weights:
         model = load_native(weights, raw, info.image_token_id, info.reference, **kwargs)
 

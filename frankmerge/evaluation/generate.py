@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,6 +53,25 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     return getattr(torch, dtype)
 
 
+def _internvl_chat(model_dir: Path, raw: dict[str, Any], dtype: Any, placement: dict[str, Any]) -> tuple[Any, Any]:
+    """An InternVL chat checkpoint as transformers' InternVL model, with its own generation config."""
+    import transformers as tf
+
+    from frankmerge.analysis.errors import ProfileError
+    from frankmerge.analysis.internvl_chat import ChatProcessor, load_native
+    from frankmerge.checkpoints.reader import Checkpoint
+
+    try:
+        processor = ChatProcessor(model_dir, raw)
+        with Checkpoint(model_dir) as weights:
+            model = load_native(weights, raw, processor.image_token_id, str(model_dir), dtype=dtype, **placement)
+    except ProfileError as exc:
+        raise BackendUnavailableError(str(exc).replace("--vlm", "--model", 1)) from exc
+    if (model_dir / "generation_config.json").is_file():
+        model.generation_config = tf.GenerationConfig.from_pretrained(model_dir)
+    return processor, model
+
+
 class TransformersBackend:
     """Loads a VLM with ``AutoModelForImageTextToText`` and its processor, and generates in batches."""
 
@@ -59,14 +79,20 @@ class TransformersBackend:
         import torch
         import transformers as tf
 
+        from frankmerge.analysis.internvl_chat import is_internvl_chat
+
         self.settings = settings
         self.device = resolve_device(settings.device)
-        self.processor = tf.AutoProcessor.from_pretrained(model_dir)
-        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        self.tokenizer.padding_side = "left"  # decoder-only batches must end where generation starts
         dtype = resolve_dtype(settings.dtype, self.device)
         placement = {"device_map": "auto"} if settings.device == "auto" and self.device == "cuda" else {}
-        self.model = tf.AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype, **placement).eval()
+        raw = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+        if is_internvl_chat(raw):  # remote-code checkpoint: run by transformers' own InternVL instead
+            self.processor, self.model = _internvl_chat(model_dir, raw, dtype, placement)
+        else:
+            self.processor = tf.AutoProcessor.from_pretrained(model_dir)
+            self.model = tf.AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype, **placement).eval()
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        self.tokenizer.padding_side = "left"  # decoder-only batches must end where generation starts
         if not placement:
             self.model.to(self.device)
         config = self.model.generation_config
