@@ -290,3 +290,18 @@ def test_chat_processor_renders_internvl_prompts(paper_triples):
     assert tuple(batch["pixel_values"].shape) == (2, 3, 56, 56)
     with pytest.raises(ProfileError, match="placeholders"):
         processor(text=[text], images=[images[:1]])
+
+
+@pytest.mark.parametrize(("key", "says"), [("nvila", "VILA package"), ("internvl_internlm2", "InternLM2ForCausalLM")])
+def test_eval_refuses_merges_it_cannot_run_in_one_line(paper_triples, tmp_path: Path, key: str, says: str):
+    from tests.evaluation import builders
+
+    triple = paper_triples[key]
+    merged = tmp_path / "merged"
+    _merge(triple, merged, Prior(kind="exponential", alpha=0.1))
+    data = builders.write_parquet(tmp_path / "data" / "validation-0.parquet", builders.mmmu_rows())
+    args = ["eval", "--model", str(merged), "--benchmark", "mmmu", "--data", str(data), "--out", str(tmp_path / "run"), "-q"]
+    result = CliRunner().invoke(main, args)
+    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert result.exit_code == 1 and len(lines) == 1 and says in lines[0], result.output
+    assert not list(merged.rglob(MARKER)) and not (tmp_path / "run" / "generations.jsonl").exists()

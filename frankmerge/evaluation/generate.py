@@ -58,10 +58,11 @@ def _internvl_chat(model_dir: Path, raw: dict[str, Any], dtype: Any, placement: 
     import transformers as tf
 
     from frankmerge.analysis.errors import ProfileError
-    from frankmerge.analysis.internvl_chat import ChatProcessor, load_native
+    from frankmerge.analysis.internvl_chat import ChatProcessor, check_runnable, load_native
     from frankmerge.checkpoints.reader import Checkpoint
 
     try:
+        check_runnable(raw, str(model_dir))
         processor = ChatProcessor(model_dir, raw)
         with Checkpoint(model_dir) as weights:
             model = load_native(weights, raw, processor.image_token_id, str(model_dir), dtype=dtype, **placement)
@@ -86,6 +87,11 @@ class TransformersBackend:
         dtype = resolve_dtype(settings.dtype, self.device)
         placement = {"device_map": "auto"} if settings.device == "auto" and self.device == "cuda" else {}
         raw = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+        if raw.get("model_type") == "llava_llama":
+            raise BackendUnavailableError(
+                f"--model {model_dir}: NVILA checkpoints run only with NVlabs' VILA package, not through transformers; "
+                "evaluate it with VILA's own scripts"
+            )
         if is_internvl_chat(raw):  # remote-code checkpoint: run by transformers' own InternVL instead
             self.processor, self.model = _internvl_chat(model_dir, raw, dtype, placement)
         else:
