@@ -15,7 +15,6 @@ tiles plus a thumbnail, which changes the number of visual tokens but not what a
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -146,8 +145,9 @@ def native_state(checkpoint: Checkpoint, vision_hidden: int) -> dict[str, torch.
 def load_native(weights: Checkpoint, raw: dict[str, Any], image_token_id: int, reference: str, **kwargs: Any) -> Any:
     """``InternVLForConditionalGeneration`` holding a chat checkpoint's weights, in eval mode.
 
-    ``kwargs`` go to ``from_pretrained`` (``dtype``, ``device_map``). On the CPU the tensors are
-    copied out of the read-only file mappings; with a ``device_map`` they are read from them.
+    ``kwargs`` go to ``from_pretrained`` (``dtype``, ``device_map``). The tensors are views of the
+    checkpoint's copy-on-write mappings, so on the CPU in the stored dtype the weights stay in the
+    page cache, as with transformers' own safetensors loading.
     """
     from transformers import InternVLForConditionalGeneration
 
@@ -162,11 +162,7 @@ def load_native(weights: Checkpoint, raw: dict[str, Any], image_token_id: int, r
         )
     if kwargs.get("dtype", "auto") == "auto":  # the stored dtype, as from_pretrained's "auto" would read it
         kwargs["dtype"] = weights.info(weights.names()[0]).dtype
-    if "device_map" not in kwargs:
-        state = {k: v.clone() for k, v in state.items()}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch warns that views of read-only mappings are not writable
-        model = InternVLForConditionalGeneration.from_pretrained(None, config=config, state_dict=state, **kwargs)
+    model = InternVLForConditionalGeneration.from_pretrained(None, config=config, state_dict=state, **kwargs)
     return model.eval()
 
 

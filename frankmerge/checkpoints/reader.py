@@ -185,8 +185,9 @@ class Checkpoint:
     def read_chunk(self, name: str, start: int, count: int) -> torch.Tensor:
         """Elements ``[start, start+count)`` of the flattened tensor, in its stored dtype.
 
-        For safetensors the result is a read-only view of the file's mapping: copy it before
-        changing it, and ``release`` the range once it is consumed.
+        For safetensors the result is a view of the file's private (copy-on-write) mapping: writing
+        into it never reaches the file, but a ``release`` discards what was written. ``release`` the
+        range once it is consumed.
         """
         info = self._tensors[name]
         if info.offset < 0:
@@ -216,13 +217,11 @@ class Checkpoint:
             with self._fd_lock:
                 whole = self._maps.get(path)
                 if whole is None:
-                    mapping = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+                    # Private and writable: tensors built on it are ordinary writable tensors whose
+                    # writes stay in this process (copy-on-write), never in the checkpoint.
+                    mapping = mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
                     self._mmaps[path] = mapping
-                    import warnings
-
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        whole = self._maps[path] = torch.frombuffer(mapping, dtype=torch.uint8)
+                    whole = self._maps[path] = torch.frombuffer(mapping, dtype=torch.uint8)
         return whole
 
     def byte_range(self, name: str) -> tuple[int, int, int] | None:

@@ -156,3 +156,17 @@ def test_reader_handles_tensors_at_unaligned_offsets(tmp_path: Path):
         assert checkpoint.info("w").offset % 2 == 1
         assert torch.equal(checkpoint.load("w"), values.reshape(2, 3))
         assert torch.equal(checkpoint.read_chunk("w", 1, 4), values[1:5])
+
+
+def test_chunks_are_writable_views_that_never_change_the_file(tmp_path: Path):
+    tensors = _tensors()
+    save_file(tensors, tmp_path / "model.safetensors")
+    before = (tmp_path / "model.safetensors").read_bytes()
+    name = next(n for n, t in tensors.items() if t.is_floating_point() and t.numel() > 1)
+    with Checkpoint(tmp_path) as checkpoint:
+        chunk = checkpoint.read_chunk(name, 0, 2)
+        chunk.fill_(7)  # copy-on-write: this process sees it, the file does not
+        assert bool((checkpoint.read_chunk(name, 0, 2) == 7).all())
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+    with Checkpoint(tmp_path) as checkpoint:
+        assert torch.equal(checkpoint.load(name), tensors[name])
