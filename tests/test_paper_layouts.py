@@ -305,3 +305,21 @@ def test_eval_refuses_merges_it_cannot_run_in_one_line(paper_triples, tmp_path: 
     lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert result.exit_code == 1 and len(lines) == 1 and says in lines[0], result.output
     assert not list(merged.rglob(MARKER)) and not (tmp_path / "run" / "generations.jsonl").exists()
+
+
+def test_internvl_chat_config_keeps_rope_and_vision_settings():
+    """Keys that transformers folds into rope_parameters must survive the translation (Qwen2.5: θ = 1e6)."""
+    from frankmerge.analysis.internvl_chat import native_config
+
+    llm = {"architectures": ["Qwen2ForCausalLM"], "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2}
+    llm |= {"num_hidden_layers": 2, "intermediate_size": 128, "vocab_size": 300, "rope_theta": 1000000.0}
+    llm |= {"rope_scaling": {"type": "dynamic", "factor": 2.0}, "use_sliding_window": False}
+    vision = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    vision |= {"qkv_bias": True, "qk_normalization": True, "norm_type": "rms_norm", "image_size": 448, "patch_size": 14}
+    raw = {"model_type": "internvl_chat", "llm_config": llm, "vision_config": vision, "select_layer": -1}
+    config = native_config(raw | {"downsample_ratio": 0.5, "force_image_size": 448}, 151667, "x")
+    rope = config.text_config.rope_parameters
+    assert rope["rope_theta"] == 1e6 and rope["rope_type"] == "dynamic" and rope["factor"] == 2.0
+    assert config.vision_config.attention_bias and config.vision_config.use_qk_norm
+    assert config.vision_config.norm_type == "rms_norm" and config.image_seq_length == 256
+    assert config.image_token_id == 151667 and config.tie_word_embeddings is False

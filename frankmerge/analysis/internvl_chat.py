@@ -93,8 +93,12 @@ def native_config(raw: dict[str, Any], image_token_id: int, reference: str) -> A
     return config
 
 
+# Read by the config classes' constructors but folded into ``rope_parameters`` by ``to_dict``.
+_CONSTRUCTOR_KEYS = {"rope_theta", "rope_scaling", "rope_parameters"}
+
+
 def _known_keys(values: dict[str, Any], config_class: type) -> dict[str, Any]:
-    known = set(config_class().to_dict())
+    known = set(config_class().to_dict()) | _CONSTRUCTOR_KEYS
     return {
         k: v
         for k, v in values.items()

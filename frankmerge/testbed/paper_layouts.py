@@ -131,6 +131,17 @@ def _to_chat_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _legacy_rope(config: dict[str, object]) -> dict[str, object]:
+    """A transformers-5 text config with RoPE as the hub's chat checkpoints write it (``rope_theta``)."""
+    out = dict(config)
+    rope = out.pop("rope_parameters", None)
+    if isinstance(rope, dict):
+        out["rope_theta"] = rope["rope_theta"]
+        if rope.get("rope_type", "default") != "default":
+            out["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
+    return out
+
+
 def _intern_vit_config(native: dict[str, object]) -> dict[str, object]:
     """An InternViT ``vision_config`` (the keys ``InternVisionConfig`` uses) for a native vision config."""
     return {
@@ -204,7 +215,7 @@ def build_internvl_chat(root: Path, *, llm: str = "qwen2") -> TinyTriple:
         "max_dynamic_patch": 12,
         "min_dynamic_patch": 1,
         "use_thumbnail": True,
-        "llm_config": {**text_config, "architectures": [architecture], "tie_word_embeddings": False},
+        "llm_config": {**_legacy_rope(text_config), "architectures": [architecture], "tie_word_embeddings": False},
         "vision_config": vision_config,
     }
     (triple.vlm / "config.json").write_text(json.dumps(config, indent=2))
