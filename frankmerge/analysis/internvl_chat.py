@@ -28,7 +28,7 @@ IMAGE_CONTEXT = "<IMG_CONTEXT>"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SYSTEM_MESSAGE = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
-SUPPORTED_LLMS = ("Qwen2ForCausalLM", "LlamaForCausalLM")
+SUPPORTED_LLMS = ("Qwen2ForCausalLM", "LlamaForCausalLM", "InternLM2ForCausalLM")  # InternLM2 runs as Llama
 
 # InternViT names -> transformers' InternVLVision names, applied in order (as the converter does).
 _VISION_RENAMES = (
@@ -41,6 +41,16 @@ _VISION_RENAMES = (
     (r"attn\.", "attention."),
     (r"norm1\.", "layernorm_before."),
     (r"norm2\.", "layernorm_after."),
+)
+# InternLM2 names (after ``language_model.model.``) -> Llama names; ``attention.wqkv`` is split.
+_INTERNLM2_RENAMES = (
+    ("tok_embeddings.", "embed_tokens."),
+    (".attention.wo.", ".self_attn.o_proj."),
+    (".feed_forward.w1.", ".mlp.gate_proj."),
+    (".feed_forward.w3.", ".mlp.up_proj."),
+    (".feed_forward.w2.", ".mlp.down_proj."),
+    (".attention_norm.", ".input_layernorm."),
+    (".ffn_norm.", ".post_attention_layernorm."),
 )
 _PROJECTOR = {"mlp1.0.": "layer_norm.", "mlp1.1.": "linear_1.", "mlp1.3.": "linear_2."}
 # InternViT config keys -> InternVLVisionConfig keys.
@@ -69,6 +79,8 @@ def native_config(raw: dict[str, Any], image_token_id: int, reference: str) -> A
     llm = dict(raw.get("llm_config") or {})
     architecture = check_runnable(raw, reference)
     text_class = Qwen2Config if architecture == "Qwen2ForCausalLM" else LlamaConfig
+    if architecture == "InternLM2ForCausalLM":  # one bias flag for wqkv and wo, as Llama's attention_bias
+        llm["attention_bias"] = bool(llm.pop("bias", False))
     text = text_class(**_known_keys(llm, text_class))
     vision_raw = dict(raw.get("vision_config") or {})
     for old, new in _VISION_KEYS.items():
@@ -124,26 +136,45 @@ def native_name(name: str) -> str:
     for old, new in _PROJECTOR.items():
         if name.startswith(old):
             return "model.multi_modal_projector." + new + name.removeprefix(old)
-    if name == "language_model.lm_head.weight":
+    if name in ("language_model.lm_head.weight", "language_model.output.weight"):
         return "lm_head.weight"
     if name.startswith("language_model.model."):
-        return "model.language_model." + name.removeprefix("language_model.model.")
+        rest = name.removeprefix("language_model.model.")
+        for old, new in _INTERNLM2_RENAMES:
+            rest = rest.replace(old, new)
+        return "model.language_model." + rest
     raise ProfileError(f"tensor {name!r} is not part of an InternVL chat checkpoint's layout")
 
 
-def native_state(checkpoint: Checkpoint, vision_hidden: int) -> dict[str, torch.Tensor]:
+def native_state(checkpoint: Checkpoint, config: Any) -> dict[str, torch.Tensor]:
     """All tensors under their native names, as views of the files (nothing is copied here)."""
+    vision_hidden = config.vision_config.hidden_size
+    text = config.text_config
     state: dict[str, torch.Tensor] = {}
     for name in checkpoint.names():
         info = checkpoint.info(name)
         tensor = checkpoint.read_chunk(name, 0, info.numel).reshape(info.shape)
         new = native_name(name)
-        if ".attention.qkv." in new:  # InternViT's fused q/k/v: rows [q; k; v], each vision_hidden wide
+        if ".attention.wqkv." in new:
+            state.update(_split_wqkv(new, tensor, text.num_key_value_heads, text.num_attention_heads, text.head_dim))
+        elif ".attention.qkv." in new:  # InternViT's fused q/k/v: rows [q; k; v], each vision_hidden wide
             for index, part in enumerate(("q_proj", "k_proj", "v_proj")):
                 state[new.replace("qkv", part)] = tensor[index * vision_hidden : (index + 1) * vision_hidden]
         else:
             state[new] = tensor
     return state
+
+
+def _split_wqkv(name: str, fused: torch.Tensor, kv_heads: int, heads: int, head_dim: int) -> dict[str, torch.Tensor]:
+    """InternLM2's ``wqkv``: per KV head, its query heads' rows, then its key rows, then its value rows."""
+    groups = fused.reshape(kv_heads, heads // kv_heads + 2, head_dim, *fused.shape[1:])
+    flat = (-1, *fused.shape[1:])
+    base = name.replace(".attention.wqkv.", ".self_attn.{}.")
+    return {
+        base.format("q_proj"): groups[:, :-2].reshape(flat),
+        base.format("k_proj"): groups[:, -2].reshape(flat),
+        base.format("v_proj"): groups[:, -1].reshape(flat),
+    }
 
 
 def load_native(weights: Checkpoint, raw: dict[str, Any], image_token_id: int, reference: str, **kwargs: Any) -> Any:
@@ -156,7 +187,7 @@ def load_native(weights: Checkpoint, raw: dict[str, Any], image_token_id: int, r
     from transformers import InternVLForConditionalGeneration
 
     config = native_config(raw, image_token_id, reference)
-    state = native_state(weights, config.vision_config.hidden_size)
+    state = native_state(weights, config)
     expected = _expected_names(InternVLForConditionalGeneration, config)
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
@@ -187,9 +218,13 @@ class ChatPrompter:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         except Exception as exc:  # transformers raises OSError, ValueError for missing/odd files
-            raise ProfileError(
-                f"--vlm {path}: cannot load its tokenizer without remote code ({type(exc).__name__}: {exc})"
-            ) from exc
+            hint = (
+                "its tokenizer is remote code (InternLM2's tokenization_internlm2.py), which frankmerge does not run; "
+                "save the tokenizer as a fast tokenizer.json next to it, or choose --alpha by hand"
+                if not (path / "tokenizer.json").is_file() and (path / "tokenizer.model").is_file()
+                else f"cannot load its tokenizer without remote code ({type(exc).__name__}: {exc})"
+            )
+            raise ProfileError(f"--vlm {path}: {hint}") from exc
         finally:
             hf_logging.set_verbosity(verbosity)
         self.image_token_id = image_context_id(self.tokenizer, path)

@@ -70,6 +70,9 @@ def _to_internlm2(state: dict[str, torch.Tensor], prefix: str, heads: int, kv_he
                 for g in range(kv_heads)
             ]
             out[name.replace("self_attn.q_proj", "attention.wqkv")] = torch.cat(groups)
+            if name.endswith(".bias"):  # InternLM2's one `bias` flag also gives wo a bias (zero here)
+                hidden = state[name.replace("q_proj.bias", "o_proj.weight")].shape[0]
+                out[name.replace("self_attn.q_proj", "attention.wo")] = torch.zeros(hidden, dtype=tensor.dtype)
             continue
         new = name.replace("lm_head.weight", "output.weight")
         for old, replacement in _INTERNLM2_RENAMES.items():
@@ -80,9 +83,11 @@ def _to_internlm2(state: dict[str, torch.Tensor], prefix: str, heads: int, kv_he
 
 def _text_to_internlm2(directory: Path) -> None:
     config = json.loads((directory / "config.json").read_text())
-    state = _to_internlm2(_load(directory), "model.", config["num_attention_heads"], config["num_key_value_heads"])
+    original = _load(directory)
+    state = _to_internlm2(original, "model.", config["num_attention_heads"], config["num_key_value_heads"])
     _save(directory, state)
     config.update(
+        bias=any(name.endswith("q_proj.bias") for name in original),
         model_type="internlm2",
         architectures=["InternLM2ForCausalLM"],
         auto_map={
@@ -167,7 +172,7 @@ def _intern_vit_config(native: dict[str, object]) -> dict[str, object]:
 
 def build_internvl_chat(root: Path, *, llm: str = "qwen2") -> TinyTriple:
     """An InternVL chat triple: the VLM in ``InternVLChatModel`` layout, the LLMs as Qwen2 or InternLM2."""
-    source = build_tiny_triple(root / "source", "internvl" if llm == "qwen2" else "llava", layout="hub")
+    source = build_tiny_triple(root / "source", "internvl", layout="hub")
     triple = TinyTriple(root / "vlm", root / "reasoner", root / "base", "internvl_chat")
     for role in ("reasoner", "base"):
         shutil.copytree(getattr(source, role), getattr(triple, role))
@@ -175,16 +180,9 @@ def build_internvl_chat(root: Path, *, llm: str = "qwen2") -> TinyTriple:
     shutil.copytree(source.vlm, triple.vlm)
     state = _load(triple.vlm)
     native_vlm = json.loads((triple.vlm / "config.json").read_text())
-    if llm == "qwen2":
-        renamed = _to_chat_names(state)
-        vision_config = _intern_vit_config(native_vlm["vision_config"])
-        image_size = vision_config["image_size"]
-    else:  # a LLaVA source: its CLIP tower only stands in for InternViT (layout tests, never run)
-        renamed = {
-            k.replace("vision_tower.vision_model.", "vision_model.").replace("multi_modal_projector.", "mlp1."): v
-            for k, v in state.items()
-        }
-        vision_config, image_size = {"architectures": ["InternVisionModel"], "model_type": "intern_vit_6b"}, 448
+    renamed = _to_chat_names(state)
+    vision_config = _intern_vit_config(native_vlm["vision_config"])
+    llm_config = _legacy_rope(text_config)
     if "language_model.lm_head.weight" not in renamed:  # InternVL chat never ties
         renamed["language_model.lm_head.weight"] = renamed["language_model.model.embed_tokens.weight"].clone()
     architecture = "Qwen2ForCausalLM"
@@ -195,6 +193,7 @@ def build_internvl_chat(root: Path, *, llm: str = "qwen2") -> TinyTriple:
         for role in ("reasoner", "base"):
             _text_to_internlm2(getattr(triple, role))
         architecture = "InternLM2ForCausalLM"
+        llm_config["bias"] = any(name.endswith("q_proj.bias") for name in state)
     _save(triple.vlm, renamed)
     config = {
         "architectures": ["InternVLChatModel"],
@@ -208,14 +207,14 @@ def build_internvl_chat(root: Path, *, llm: str = "qwen2") -> TinyTriple:
         "downsample_ratio": 0.5,
         "tie_word_embeddings": False,
         "torch_dtype": "float32",
-        "force_image_size": image_size,
+        "force_image_size": vision_config["image_size"],
         "ps_version": "v2",
         "select_layer": -1,
         "dynamic_image_size": True,
         "max_dynamic_patch": 12,
         "min_dynamic_patch": 1,
         "use_thumbnail": True,
-        "llm_config": {**_legacy_rope(text_config), "architectures": [architecture], "tie_word_embeddings": False},
+        "llm_config": {**llm_config, "architectures": [architecture], "tie_word_embeddings": False},
         "vision_config": vision_config,
     }
     (triple.vlm / "config.json").write_text(json.dumps(config, indent=2))
