@@ -92,6 +92,7 @@ class SourceRows:
             lo = max(self.rows[index] * self.width, start)
             hi = min((self.rows[run_end - 1] + 1) * self.width, end)
             chunk[lo - start : hi - start] = self.source.checkpoint.read_chunk(self.source.name, lo, hi - lo)
+            self.source.checkpoint.release(self.source.name, lo, hi - lo)
             index = run_end
         if self.then is not None:
             self.then.apply(start, chunk)
@@ -222,7 +223,7 @@ def write_copy(ws: Workspace, writer: ShardedWriter, out_name: str, source: Sour
         raw = source.checkpoint.read_chunk(source.name, start, count)
         if raw.is_floating_point():
             _check_finite(ws, raw, source)
-        if planned.dtype == raw.dtype:  # into a writer slot: the read may be a read-only view of the file
+        if planned.dtype == raw.dtype:  # into a writer slot: the view's pages are released before it is written
             out = writer.buffer(count, raw.dtype).copy_(raw)
         else:
             out = _narrowed(ws, out_name, raw.to(planned.dtype))

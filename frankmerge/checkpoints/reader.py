@@ -1,7 +1,7 @@
 """Lazy, tensor-by-tensor reading of Hugging Face checkpoints.
 
-Safetensors files are parsed from their JSON header and memory-mapped; a chunk is a read-only
-view of the mapping, so reading costs no copy out of the page cache. Callers ``release`` each
+Safetensors files are parsed from their JSON header and memory-mapped (privately: writes never
+reach the file); a chunk is a view of the mapping, so reading costs no copy out of the page cache. Callers ``release`` each
 chunk once consumed, which drops its pages from the process's mapping (not from the page cache),
 so touched pages never accumulate in resident memory and a merge's peak RSS stays flat whatever
 the model size. Pickled ``.bin`` checkpoints are only opened when the caller allows it, and then
