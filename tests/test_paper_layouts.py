@@ -169,19 +169,21 @@ def test_internvl_chat_runs_as_transformers_internvl_with_identical_logits(paper
     from PIL import Image
     from transformers import InternVLForConditionalGeneration
 
-    from frankmerge.analysis.internvl_chat import ChatPrompter, load_native
+    from frankmerge.analysis.internvl_chat import ChatProcessor, load_native
     from frankmerge.checkpoints.reader import Checkpoint
     from frankmerge.testbed.tiny import build_tiny_triple
 
     chat = paper_triples[key].vlm
     native = build_tiny_triple(tmp_path / "native", "internvl", layout="hub").vlm  # the fixture's seeded source
     raw = json.loads((chat / "config.json").read_text())
-    prompter = ChatPrompter(chat, raw)
+    processor = ChatProcessor(chat, raw, "--vlm chat")
     image = Image.fromarray((torch.rand(70, 90, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy())
-    inputs = prompter(image, "What is in the picture?")
-    assert int((inputs["input_ids"] == prompter.image_token_id).sum()) == prompter.tokens == 4
+    parts = [{"type": "image"}, {"type": "text", "text": "What is in the picture?"}]
+    text = processor.apply_chat_template([{"role": "user", "content": parts}], add_generation_prompt=True, tokenize=False)
+    inputs = dict(processor(text=[text], images=[image]))
+    assert int((inputs["input_ids"] == processor.image_token_id).sum()) == processor.tokens == 4
     with Checkpoint(chat) as weights:
-        converted = load_native(weights, raw, prompter.image_token_id, str(chat), dtype=torch.float32)
+        converted = load_native(weights, raw, processor.image_token_id, "--vlm chat", dtype=torch.float32)
     reference = InternVLForConditionalGeneration.from_pretrained(native, dtype=torch.float32).eval()
     with torch.no_grad():
         got, want = converted(**inputs).logits, reference(**inputs).logits
@@ -285,7 +287,7 @@ def test_chat_processor_renders_internvl_prompts(paper_triples):
     from frankmerge.analysis.internvl_chat import SYSTEM_MESSAGE, ChatProcessor
 
     chat = paper_triples["internvl_qwen2"].vlm
-    processor = ChatProcessor(chat, json.loads((chat / "config.json").read_text()))
+    processor = ChatProcessor(chat, json.loads((chat / "config.json").read_text()), "--vlm chat")
     parts = [{"type": "image"}, {"type": "text", "text": "Compare"}, {"type": "image"}]
     text = processor.apply_chat_template([{"role": "user", "content": parts}], add_generation_prompt=True, tokenize=False)
     user = "<|im_start|>user\n<image>\nCompare<image>\n<|im_end|>\n"
@@ -297,6 +299,10 @@ def test_chat_processor_renders_internvl_prompts(paper_triples):
     assert tuple(batch["pixel_values"].shape) == (2, 3, 56, 56)
     with pytest.raises(ProfileError, match="placeholders"):
         processor(text=[text], images=[images[:1]])
+    flat = processor(text=[text], images=images)  # transformers' other convention: one flat list in order
+    assert torch.equal(flat["pixel_values"], batch["pixel_values"])
+    with pytest.raises(ProfileError, match="placeholders"):
+        processor(text=[text], images=images[:1])
 
 
 def test_eval_refuses_nvila_merges_in_one_line(paper_triples, tmp_path: Path):

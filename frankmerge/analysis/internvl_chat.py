@@ -54,30 +54,34 @@ _INTERNLM2_RENAMES = (
 )
 _PROJECTOR = {"mlp1.0.": "layer_norm.", "mlp1.1.": "linear_1.", "mlp1.3.": "linear_2."}
 # InternViT config keys -> InternVLVisionConfig keys.
-_VISION_KEYS = {"qkv_bias": "attention_bias", "qk_normalization": "use_qk_norm", "attention_dropout": "attention_dropout"}
+_VISION_KEYS = {"qkv_bias": "attention_bias", "qk_normalization": "use_qk_norm"}
 
 
 def is_internvl_chat(raw: dict[str, Any]) -> bool:
     return raw.get("model_type") == "internvl_chat"
 
 
-def check_runnable(raw: dict[str, Any], reference: str) -> str:
+# ``who`` in the functions below names the checkpoint as the user gave it, flag included
+# ("--vlm PATH" for profile, "--model PATH" for eval): every error message starts with it.
+
+
+def check_runnable(raw: dict[str, Any], who: str) -> str:
     """The chat checkpoint's LLM architecture, if transformers' InternVL can run it."""
     architecture = ((raw.get("llm_config") or {}).get("architectures") or ["?"])[0]
     if architecture not in SUPPORTED_LLMS:
         raise ProfileError(
-            f"--vlm {reference}: profiling InternVL chat checkpoints with a {architecture} language model is not supported "
-            f"(supported: {', '.join(SUPPORTED_LLMS)}); choose the prior by hand with --alpha"
+            f"{who}: running InternVL chat checkpoints with a {architecture} language model is not supported "
+            f"(supported: {', '.join(SUPPORTED_LLMS)}); for a merge's prior, choose --alpha by hand"
         )
     return architecture
 
 
-def native_config(raw: dict[str, Any], image_token_id: int, reference: str) -> Any:
+def native_config(raw: dict[str, Any], image_token_id: int, who: str) -> Any:
     """The ``InternVLConfig`` equivalent to a chat checkpoint's ``config.json``."""
     from transformers import InternVLConfig, InternVLVisionConfig, LlamaConfig, Qwen2Config
 
     llm = dict(raw.get("llm_config") or {})
-    architecture = check_runnable(raw, reference)
+    architecture = check_runnable(raw, who)
     text_class = Qwen2Config if architecture == "Qwen2ForCausalLM" else LlamaConfig
     if architecture == "InternLM2ForCausalLM":  # one bias flag for wqkv and wo, as Llama's attention_bias
         llm["attention_bias"] = bool(llm.pop("bias", False))
@@ -89,9 +93,7 @@ def native_config(raw: dict[str, Any], image_token_id: int, reference: str) -> A
     vision_raw["use_absolute_position_embeddings"] = True
     missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size") if k not in vision_raw]
     if missing:
-        raise ProfileError(
-            f"--vlm {reference}: vision_config lacks {', '.join(missing)}; the checkpoint's config.json is incomplete"
-        )
+        raise ProfileError(f"{who}: vision_config lacks {', '.join(missing)}; the checkpoint's config.json is incomplete")
     vision = InternVLVisionConfig(**_known_keys(vision_raw, InternVLVisionConfig))
     config = InternVLConfig(
         text_config=text,
@@ -177,7 +179,7 @@ def _split_wqkv(name: str, fused: torch.Tensor, kv_heads: int, heads: int, head_
     }
 
 
-def load_native(weights: Checkpoint, raw: dict[str, Any], image_token_id: int, reference: str, **kwargs: Any) -> Any:
+def load_native(weights: Checkpoint, raw: dict[str, Any], image_token_id: int, who: str, **kwargs: Any) -> Any:
     """``InternVLForConditionalGeneration`` holding a chat checkpoint's weights, in eval mode.
 
     ``kwargs`` go to ``from_pretrained`` (``dtype``, ``device_map``). The tensors are views of the
@@ -186,13 +188,13 @@ def load_native(weights: Checkpoint, raw: dict[str, Any], image_token_id: int, r
     """
     from transformers import InternVLForConditionalGeneration
 
-    config = native_config(raw, image_token_id, reference)
+    config = native_config(raw, image_token_id, who)
     state = native_state(weights, config)
     expected = _expected_names(InternVLForConditionalGeneration, config)
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
         raise ProfileError(
-            f"--vlm {reference}: its tensors do not match transformers' InternVL model "
+            f"{who}: its tensors do not match transformers' InternVL model "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}); is this an InternVL2.5/InternVL2 chat checkpoint?"
         )
     if kwargs.get("dtype", "auto") == "auto":  # the stored dtype, as from_pretrained's "auto" would read it
@@ -206,60 +208,9 @@ def _expected_names(model_class: type, config: Any) -> set[str]:
         return set(model_class(config).state_dict())
 
 
-class ChatPrompter:
-    """Inputs as ``InternVLChatModel.chat()`` builds them, for one image and one question."""
-
-    def __init__(self, path: Path, raw: dict[str, Any]) -> None:
-        from transformers import AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # it reads config.json and warns that internvl_chat is no tokenizer's model type
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-        except Exception as exc:  # transformers raises OSError, ValueError for missing/odd files
-            hint = (
-                "its tokenizer is remote code (InternLM2's tokenization_internlm2.py), which frankmerge does not run; "
-                "save the tokenizer as a fast tokenizer.json next to it, or choose --alpha by hand"
-                if not (path / "tokenizer.json").is_file() and (path / "tokenizer.model").is_file()
-                else f"cannot load its tokenizer without remote code ({type(exc).__name__}: {exc})"
-            )
-            raise ProfileError(f"--vlm {path}: {hint}") from exc
-        finally:
-            hf_logging.set_verbosity(verbosity)
-        self.image_token_id = image_context_id(self.tokenizer, path)
-        self.size = int(raw.get("force_image_size") or (raw.get("vision_config") or {}).get("image_size", 448))
-        self.tokens = num_image_tokens(raw)
-
-    def text(self, prompt: str) -> str:
-        image = "<img>" + IMAGE_CONTEXT * self.tokens + "</img>"
-        return (
-            f"<|im_start|>system\n{SYSTEM_MESSAGE}<|im_end|>\n"
-            f"<|im_start|>user\n{image}\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
-        )
-
-    def pixel_values(self, image: Any) -> torch.Tensor:
-        """One tile: RGB, resized (bicubic) to the model's image size, ImageNet-normalised."""
-        from PIL import Image
-
-        tile = image.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC)
-        array = (np.asarray(tile, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-        return torch.from_numpy(array.astype(np.float32)).permute(2, 0, 1)[None]
-
-    def __call__(self, image: Any, prompt: str) -> dict[str, torch.Tensor]:
-        ids = self.tokenizer(self.text(prompt), return_tensors="pt", add_special_tokens=False)
-        return {"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"], "pixel_values": self.pixel_values(image)}
-
-
-def image_context_id(tokenizer: Any, path: Path) -> int:
-    token = tokenizer.convert_tokens_to_ids(IMAGE_CONTEXT)
-    if not isinstance(token, int) or token == tokenizer.unk_token_id:
-        raise ProfileError(f"--vlm {path}: its tokenizer has no {IMAGE_CONTEXT} token; is this an InternVL chat checkpoint?")
-    return token
-
-
 # The internvl2_5 conversation template (MPT style) with image parts as ``<image>`` placeholders,
-# which ``ChatProcessor`` expands into ``<img>`` + ``<IMG_CONTEXT>`` × tokens + ``</img>``.
+# which ``ChatProcessor`` expands into ``<img>`` + ``<IMG_CONTEXT>`` × tokens + ``</img>``, as the
+# checkpoints' ``chat()`` builds its prompts.
 CHAT_TEMPLATE = (
     "{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}"
     "{% set messages = messages[1:] %}{% else %}{% set system = '" + SYSTEM_MESSAGE + "' %}{% endif %}"
@@ -274,30 +225,65 @@ IMAGE_PLACEHOLDER = "<image>"
 
 
 class ChatProcessor:
-    """What ``frankmerge eval`` needs of a processor, for InternVL chat checkpoints (which have none).
+    """The processor InternVL chat checkpoints do not ship, with the interface profile and eval use.
 
     ``apply_chat_template`` renders the internvl2_5 template (or a given one) with ``<image>``
     placeholders; calling it expands each into the image's tokens and adds one tile per image.
     """
 
-    def __init__(self, path: Path, raw: dict[str, Any]) -> None:
-        self.prompter = ChatPrompter(path, raw)
-        self.tokenizer = self.prompter.tokenizer
-        self.image_token_id = self.prompter.image_token_id
+    def __init__(self, path: Path, raw: dict[str, Any], who: str) -> None:
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # it reads config.json and warns that internvl_chat is no tokenizer's model type
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        except Exception as exc:  # transformers raises OSError, ValueError for missing/odd files
+            hint = (
+                "its tokenizer is remote code (InternLM2's tokenization_internlm2.py), which frankmerge does not run; "
+                "save the tokenizer as a fast tokenizer.json next to it, or choose --alpha by hand"
+                if not (path / "tokenizer.json").is_file() and (path / "tokenizer.model").is_file()
+                else f"cannot load its tokenizer without remote code ({type(exc).__name__}: {exc})"
+            )
+            raise ProfileError(f"{who}: {hint}") from exc
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        self.image_token_id = image_context_id(self.tokenizer, who)
+        self.size = int(raw.get("force_image_size") or (raw.get("vision_config") or {}).get("image_size", 448))
+        self.tokens = num_image_tokens(raw)
         self.chat_template = CHAT_TEMPLATE
 
     def apply_chat_template(self, messages: list[dict[str, Any]], **kwargs: Any) -> str:
         kwargs.setdefault("chat_template", self.chat_template)
         return self.tokenizer.apply_chat_template(messages, **kwargs)
 
-    def __call__(self, text: list[str], images: list[list[Any]] | None = None, **kwargs: Any) -> Any:
-        image_text = "<img>" + IMAGE_CONTEXT * self.prompter.tokens + "</img>"
+    def pixel_values(self, image: Any) -> torch.Tensor:
+        """One tile: RGB, resized (bicubic) to the model's image size, ImageNet-normalised."""
+        from PIL import Image
+
+        tile = image.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC)
+        array = (np.asarray(tile, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        return torch.from_numpy(array.astype(np.float32)).permute(2, 0, 1)[None]
+
+    def __call__(self, text: list[str], images: list[Any] | None = None, **kwargs: Any) -> Any:
+        """Tokens and tiles; ``images`` as transformers' processors take them: one list per prompt, or flat in order."""
         counts = [t.count(IMAGE_PLACEHOLDER) for t in text]
-        given = [len(row) for row in images] if images else [0] * len(text)
-        if counts != given:
+        nested = bool(images) and isinstance(images[0], (list, tuple))  # type: ignore[index]
+        flat = [image for row in images for image in row] if nested else list(images or [])  # type: ignore[union-attr]
+        given = [len(row) for row in images] if nested else [len(flat)]  # type: ignore[union-attr]
+        if (counts if nested else [sum(counts)]) != given:
             raise ProfileError(f"prompts hold {counts} image placeholders but {given} images were given")
+        image_text = "<img>" + IMAGE_CONTEXT * self.tokens + "</img>"
         expanded = [t.replace(IMAGE_PLACEHOLDER, image_text) for t in text]
         batch = self.tokenizer(expanded, padding=True, return_tensors="pt", add_special_tokens=False)
-        if images:
-            batch["pixel_values"] = torch.cat([self.prompter.pixel_values(image) for row in images for image in row])
+        if flat:
+            batch["pixel_values"] = torch.cat([self.pixel_values(image) for image in flat])
         return batch
+
+
+def image_context_id(tokenizer: Any, who: str) -> int:
+    token = tokenizer.convert_tokens_to_ids(IMAGE_CONTEXT)
+    if not isinstance(token, int) or token == tokenizer.unk_token_id:
+        raise ProfileError(f"{who}: its tokenizer has no {IMAGE_CONTEXT} token; is this an InternVL chat checkpoint?")
+    return token

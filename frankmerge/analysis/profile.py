@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from frankmerge.analysis.attention import AttentionProbe, ProbeTarget
 from frankmerge.analysis.calibration import CalibrationSet, bundled_calibration_set
 from frankmerge.analysis.errors import ProfileError
 from frankmerge.analysis.fit import bootstrap_alpha, fit_decay
-from frankmerge.analysis.internvl_chat import ChatPrompter, check_runnable, is_internvl_chat, load_native
+from frankmerge.analysis.internvl_chat import ChatProcessor, check_runnable, is_internvl_chat, load_native
 from frankmerge.analysis.profile_report import (
     QUERY_DESCRIPTIONS,
     ImageRecord,
@@ -60,7 +59,7 @@ def profile_vlm(
     info = _model_info(str(vlm), path, options.trust_remote_code)
     source = (images if images is not None else bundled_calibration_set()).subset(options.max_images, options.seed)
 
-    model, make_inputs = _load(path, options, info)
+    model, processor = _load(path, options, info)
     loaded = time.perf_counter()
     probe = AttentionProbe(model)
     if probe.num_layers != info.num_layers:
@@ -69,7 +68,7 @@ def profile_vlm(
     rows, records = [], []
     for image in tqdm(source, desc="profiling", unit="image", disable=not progress):
         begin = time.perf_counter()
-        inputs = make_inputs(image.load(), options.prompt)
+        inputs = _inputs(processor, model, image.load(), options.prompt)
         sums, visual, prompt_len = _measure(model, probe, inputs, info.image_token_id, options, image.name)
         rows.append(sums.ratios().numpy())
         seconds = time.perf_counter() - begin
@@ -133,8 +132,8 @@ def _model_info(reference: str, path: Path, trust_remote_code: bool = False) -> 
     if family.kind != "vlm":
         raise ProfileError(f"--vlm {reference}: is a text-only {config.model_type} model; profile the vision-language model")
     if is_internvl_chat(config.raw):  # run through transformers' own InternVL: no remote code
-        check_runnable(config.raw, reference)
-        token = ChatPrompter(path, config.raw).image_token_id
+        check_runnable(config.raw, f"--vlm {reference}")
+        token = ChatProcessor(path, config.raw, f"--vlm {reference}").image_token_id
         return ModelInfo(reference, str(path), config.model_type, config.text_model_type, config.num_layers, 0, token)
     from transformers import AutoConfig
 
@@ -166,11 +165,8 @@ def _refuse_remote_code(reference: str, raw: dict[str, Any], trust_remote_code: 
     )
 
 
-InputBuilder = Callable[[Any, str], dict[str, torch.Tensor]]
-
-
-def _load(path: Path, options: ProfileOptions, info: ModelInfo) -> tuple[Any, InputBuilder]:
-    """The model in eval mode and how to turn (image, prompt) into its inputs."""
+def _load(path: Path, options: ProfileOptions, info: ModelInfo) -> tuple[Any, Any]:
+    """The model in eval mode and its processor."""
     kwargs: dict[str, Any] = {"dtype": "auto" if options.dtype == "auto" else DTYPES[options.dtype]}
     device = options.device
     if device == "auto":
@@ -180,8 +176,10 @@ def _load(path: Path, options: ProfileOptions, info: ModelInfo) -> tuple[Any, In
     elif device != "cpu":
         kwargs["device_map"] = {"": device}
     raw = read_config(path, "vlm").raw
-    if is_internvl_chat(raw):
-        return _load_internvl_chat(path, raw, info, kwargs)
+    if is_internvl_chat(raw):  # no processor of its own, and remote code: transformers' InternVL runs it
+        processor = ChatProcessor(path, raw, f"--vlm {info.reference}")
+        with Checkpoint(path) as weights:
+            return load_native(weights, raw, info.image_token_id, f"--vlm {info.reference}", **kwargs), processor
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     try:
@@ -190,29 +188,13 @@ def _load(path: Path, options: ProfileOptions, info: ModelInfo) -> tuple[Any, In
         raise ProfileError(f"--vlm {path}: cannot load its processor ({type(exc).__name__}: {exc})") from exc
     if getattr(processor, "chat_template", None) is None:
         raise ProfileError(f"--vlm {path}: the processor has no chat template; add chat_template.jinja to the model directory")
-    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs).eval()
-    return model, lambda image, prompt: _inputs(processor, model, image, prompt)
-
-
-def _load_internvl_chat(path: Path, raw: dict[str, Any], info: ModelInfo, kwargs: dict[str, Any]) -> tuple[Any, InputBuilder]:
-    prompter = ChatPrompter(path, raw)
-    with Checkpoint(path) as weights:
-        model = load_native(weights, raw, info.image_token_id, info.reference, **kwargs)
-
-    def make_inputs(image: Any, prompt: str) -> dict[str, torch.Tensor]:
-        return _on_model(model, prompter(image, prompt))
-
-    return model, make_inputs
+    return AutoModelForImageTextToText.from_pretrained(path, **kwargs).eval(), processor
 
 
 def _inputs(processor: Any, model: Any, image: Any, prompt: str) -> dict[str, torch.Tensor]:
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return _on_model(model, processor(text=[text], images=[image], return_tensors="pt"))
-
-
-def _on_model(model: Any, batch: Any) -> dict[str, torch.Tensor]:
-    """The batch's tensors on the embeddings' device, floating ones in the model's dtype."""
+    batch = processor(text=[text], images=[image], return_tensors="pt")
     device = model.get_input_embeddings().weight.device
     return {
         k: v.to(device=device, dtype=model.dtype if v.is_floating_point() else v.dtype)

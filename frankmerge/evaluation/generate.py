@@ -61,13 +61,14 @@ def _internvl_chat(model_dir: Path, raw: dict[str, Any], dtype: Any, placement: 
     from frankmerge.analysis.internvl_chat import ChatProcessor, check_runnable, load_native
     from frankmerge.checkpoints.reader import Checkpoint
 
+    who = f"--model {model_dir}"
     try:
-        check_runnable(raw, str(model_dir))
-        processor = ChatProcessor(model_dir, raw)
+        check_runnable(raw, who)
+        processor = ChatProcessor(model_dir, raw, who)
         with Checkpoint(model_dir) as weights:
-            model = load_native(weights, raw, processor.image_token_id, str(model_dir), dtype=dtype, **placement)
+            model = load_native(weights, raw, processor.image_token_id, who, dtype=dtype, **placement)
     except ProfileError as exc:
-        raise BackendUnavailableError(str(exc).replace("--vlm", "--model", 1)) from exc
+        raise BackendUnavailableError(str(exc)) from exc
     if (model_dir / "generation_config.json").is_file():
         model.generation_config = tf.GenerationConfig.from_pretrained(model_dir)
     return processor, model
