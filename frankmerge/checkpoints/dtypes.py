@@ -33,4 +33,4 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def element_size(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
+    return dtype.itemsize

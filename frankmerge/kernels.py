@@ -1,0 +1,155 @@
+"""Fused element-wise kernels of the streaming merge, compiled by numba.
+
+torch runs every element-wise operation as its own pass over memory: one chunk's statistics
+(three conversions, two subtractions, four products and four sums) take 13 passes, its merge 7.
+These kernels make each a single pass that reads the checkpoint's bytes where they lie, which
+makes the merge's arithmetic about 4x faster (benchmarks/README.md). numba has no bfloat16, so
+bfloat16 travels as its bit pattern (``uint16``) and is widened and rounded here exactly as torch
+does it (round to nearest even). float16 has no kernel: callers fall back to torch for it.
+
+Kernels are compiled on first use and cached by numba on disk (beside this module, or in the
+user's cache directory when that is read-only), so later runs only load them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+# Reassociation lets LLVM vectorise the float64 reductions; contraction allows FMAs. No
+# "nnan"/"ninf": the callers detect NaN/Inf from the results, which must therefore propagate.
+_FASTMATH = {"reassoc", "contract"}
+_KERNEL_DTYPES = {torch.bfloat16: np.uint16, torch.float32: np.float32}
+
+
+def supports(*dtypes: torch.dtype) -> bool:
+    """Whether the fused kernels take tensors of all these dtypes."""
+    return all(dtype in _KERNEL_DTYPES for dtype in dtypes)
+
+
+def as_array(tensor: torch.Tensor) -> np.ndarray:
+    """A flat contiguous tensor of a supported dtype as the numpy view the kernels take (no copy)."""
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view(np.uint16)
+    return tensor.numpy()
+
+
+@intrinsic
+def _bits_to_f32(typingctx, bits):  # noqa: ARG001 - numba's intrinsic signature
+    def codegen(context, builder, signature, args):  # noqa: ARG001
+        return builder.bitcast(args[0], context.get_value_type(types.float32))
+
+    return types.float32(types.uint32), codegen
+
+
+@intrinsic
+def _f32_to_bits(typingctx, value):  # noqa: ARG001
+    def codegen(context, builder, signature, args):  # noqa: ARG001
+        return builder.bitcast(args[0], context.get_value_type(types.uint32))
+
+    return types.uint32(types.float32), codegen
+
+
+def _widen(x):  # pragma: no cover - replaced by the overload below inside compiled code
+    raise NotImplementedError
+
+
+@overload(_widen)
+def _widen_impl(x):
+    if x == types.uint16:  # bfloat16 bits: the upper half of a float32
+        return lambda x: _bits_to_f32(np.uint32(x) << np.uint32(16))
+    if x == types.float32:
+        return lambda x: x
+    return None
+
+
+def _store(out, index, value):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(_store)
+def _store_impl(out, index, value):
+    if out.dtype == types.uint16:  # float32 -> bfloat16, round to nearest even, NaN -> 0x7FC0 (torch's rule)
+
+        def store_bf16(out, index, value):
+            if value != value:
+                out[index] = np.uint16(0x7FC0)
+            else:
+                bits = _f32_to_bits(value)
+                bits += np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+                out[index] = np.uint16(bits >> np.uint32(16))
+
+        return store_bf16
+    if out.dtype == types.float32:
+
+        def store_f32(out, index, value):
+            out[index] = value
+
+        return store_f32
+    return None
+
+
+@njit(nogil=True, fastmath=_FASTMATH, cache=True)
+def task_vector_sums(vlm, reasoner, base):
+    """(‖τ_V‖², ‖τ_R‖², ⟨τ_V, τ_R⟩, ‖θ_0‖²) of one chunk: τ in float32, products and sums in float64."""
+    norm_v = 0.0
+    norm_r = 0.0
+    dot_vr = 0.0
+    norm_0 = 0.0
+    for i in range(vlm.size):
+        theta_0 = _widen(base[i])
+        tau_v = np.float64(_widen(vlm[i]) - theta_0)
+        tau_r = np.float64(_widen(reasoner[i]) - theta_0)
+        norm_v += tau_v * tau_v
+        norm_r += tau_r * tau_r
+        dot_vr += tau_v * tau_r
+        norm_0 += np.float64(theta_0) * np.float64(theta_0)
+    return norm_v, norm_r, dot_vr, norm_0
+
+
+@njit(nogil=True, fastmath=_FASTMATH, cache=True)
+def merge_into(out, vlm, reasoner, base, lambda_v, lambda_r, lambda_0):
+    """out = λ_V θ_V + λ_R θ_R + λ_0 θ_0 in float32, rounded once to ``out``'s dtype.
+
+    Zero terms are skipped (and λ_V = 1 not applied), so λ = (1, 0) gives the VLM bit for bit,
+    and a term with λ = 0 cannot bring in a NaN from its input.
+    """
+    weight_v = np.float32(lambda_v)
+    weight_r = np.float32(lambda_r)
+    weight_0 = np.float32(lambda_0)
+    scale_v = lambda_v != 1.0
+    use_r = lambda_r != 0.0
+    use_0 = lambda_0 != 0.0
+    for i in range(out.size):
+        value = _widen(vlm[i])
+        if scale_v:
+            value = value * weight_v
+        if use_r:
+            value = value + _widen(reasoner[i]) * weight_r
+        if use_0:
+            value = value + _widen(base[i]) * weight_0
+        _store(out, i, value)
+
+
+def _nonfinite(x):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(_nonfinite)
+def _nonfinite_impl(x):  # NaN or ±Inf: an all-ones exponent
+    if x == types.uint16:
+        return lambda x: (x & np.uint16(0x7F80)) == np.uint16(0x7F80)
+    if x == types.float32:
+        return lambda x: (_f32_to_bits(x) & np.uint32(0x7F800000)) == np.uint32(0x7F800000)
+    return None
+
+
+@njit(nogil=True, cache=True)
+def all_finite(values):
+    """Whether no element is NaN or ±Inf; no early exit, so that it vectorises."""
+    bad = False
+    for i in range(values.size):
+        bad |= _nonfinite(values[i])
+    return not bad
