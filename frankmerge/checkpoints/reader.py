@@ -15,6 +15,7 @@ import math
 import mmap
 import os
 import struct
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -194,7 +195,9 @@ class Checkpoint:
             return self._pickled[name].reshape(-1)[start : start + count]
         size = element_size(info.dtype)
         begin = info.offset + start * size
-        data = self._mapped(info.file)[begin : begin + count * size]
+        whole = self._mapped(info.file)
+        _populate(self._mmaps[info.file], begin, count * size)
+        data = whole[begin : begin + count * size]
         if begin % size:  # a writer that does not align tensors: the view needs its own aligned bytes
             data = data.clone()
         return data.view(info.dtype)
@@ -269,6 +272,24 @@ class Checkpoint:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# Linux >= 5.14: map a whole range of page-cache pages in one call instead of one fault per 64 KiB
+# (the merge maps every input byte twice, so faults cost it a second of CPU). Elsewhere: faults.
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22) if sys.platform == "linux" else None
+_populate_works = _MADV_POPULATE_READ is not None
+
+
+def _populate(mapping: mmap.mmap, begin: int, nbytes: int) -> None:
+    """Prefault ``[begin, begin + nbytes)`` of a mapping; a no-op where the kernel cannot."""
+    global _populate_works
+    if not _populate_works or nbytes < mmap.PAGESIZE:
+        return
+    start = begin // mmap.PAGESIZE * mmap.PAGESIZE
+    try:
+        mapping.madvise(_MADV_POPULATE_READ, start, begin + nbytes - start)
+    except OSError:  # EINVAL on older kernels; the reads then fault the pages in as usual
+        _populate_works = False
 
 
 def _read_weight_map(index: Path) -> dict[str, str]:

@@ -86,6 +86,20 @@ def test_reader_reads_chunks_of_any_size(tmp_path: Path):
             assert torch.equal(joined, tensor.reshape(-1))
 
 
+def test_reads_survive_a_kernel_without_madv_populate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Prefaulting is an optimisation: where madvise rejects it, reads fault pages in as before."""
+    import frankmerge.checkpoints.reader as reader
+
+    tensor = torch.randn(5000, dtype=torch.float32)  # several pages
+    save_file({"w": tensor}, tmp_path / "model.safetensors")
+    monkeypatch.setattr(reader, "_MADV_POPULATE_READ", 0x7FFF)  # no such advice: EINVAL
+    monkeypatch.setattr(reader, "_populate_works", True)
+    with Checkpoint(tmp_path) as checkpoint:
+        assert torch.equal(checkpoint.read_chunk("w", 0, 5000), tensor)
+        assert reader._populate_works is False  # tried once, then no more syscalls
+        assert torch.equal(checkpoint.read_chunk("w", 1000, 3000), tensor[1000:4000])
+
+
 def test_truncated_file_is_reported(tmp_path: Path):
     save_file(_tensors(), tmp_path / "model.safetensors")
     data = (tmp_path / "model.safetensors").read_bytes()
