@@ -654,7 +654,7 @@ def main_versions() -> dict[str, str]:
 
     import torch
 
-    versions = {p: md.version(p) for p in ("frankmerge", "torch", "transformers", "safetensors")}
+    versions = {p: md.version(p) for p in ("frankmerge", "torch", "transformers", "safetensors", "numba")}
     versions["torch_build"] = torch.__version__  # e.g. "+cu130": a CUDA build maps ~0.7 GB more at import
     return versions
 
