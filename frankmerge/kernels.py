@@ -24,6 +24,18 @@ _FASTMATH = {"reassoc", "contract"}
 _KERNEL_DTYPES = {torch.bfloat16: np.uint16, torch.float32: np.float32}
 
 
+def _compiled(**options):  # noqa: ANN202 - returns numba's decorator
+    """``njit`` with an on-disk cache where numba finds a writable place for one, without otherwise."""
+
+    def decorate(function):  # noqa: ANN001, ANN202
+        try:
+            return njit(cache=True, **options)(function)
+        except RuntimeError:  # "no locator available": read-only package and cache dirs; compile per run
+            return njit(**options)(function)
+
+    return decorate
+
+
 def supports(*dtypes: torch.dtype) -> bool:
     """Whether the fused kernels take tensors of all these dtypes."""
     return all(dtype in _KERNEL_DTYPES for dtype in dtypes)
@@ -91,7 +103,7 @@ def _store_impl(out, index, value):
     return None
 
 
-@njit(nogil=True, fastmath=_FASTMATH, cache=True)
+@_compiled(nogil=True, fastmath=_FASTMATH)
 def task_vector_sums(vlm, reasoner, base):
     """(‖τ_V‖², ‖τ_R‖², ⟨τ_V, τ_R⟩, ‖θ_0‖²) of one chunk: τ in float32, products and sums in float64."""
     norm_v = 0.0
@@ -109,7 +121,7 @@ def task_vector_sums(vlm, reasoner, base):
     return norm_v, norm_r, dot_vr, norm_0
 
 
-@njit(nogil=True, fastmath=_FASTMATH, cache=True)
+@_compiled(nogil=True, fastmath=_FASTMATH)
 def merge_into(out, vlm, reasoner, base, lambda_v, lambda_r, lambda_0):
     """out = λ_V θ_V + λ_R θ_R + λ_0 θ_0 in float32, rounded once to ``out``'s dtype.
 
@@ -146,7 +158,7 @@ def _nonfinite_impl(x):  # NaN or ±Inf: an all-ones exponent
     return None
 
 
-@njit(nogil=True, cache=True)
+@_compiled(nogil=True)
 def all_finite(values):
     """Whether no element is NaN or ±Inf; no early exit, so that it vectorises."""
     bad = False

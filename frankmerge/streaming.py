@@ -1,8 +1,10 @@
-"""Chunked float32 kernels of the merge: block statistics, merged tensors and copies.
+"""Chunked streaming of the merge: block statistics, merged tensors, copies and NaN/Inf checks.
 
-Every tensor is processed in flat chunks through buffers allocated once (``Workspace``), so the
-memory a merge needs is a few chunks, independent of model size, and no fresh pages are touched
-per tensor (page faults on new allocations otherwise dominate the run time).
+Every tensor is processed in flat chunks, so the memory a merge needs is a few chunks, independent
+of model size. bfloat16 and float32 chunks go through the fused kernels (``frankmerge.kernels``)
+straight from the checkpoint's mapping into the writer's slots; other dtypes (float16) through
+torch's element-wise operations on float32 buffers allocated once (``Workspace``), so that no
+fresh pages are touched per tensor (page faults on new allocations otherwise dominate the run time).
 """
 
 from __future__ import annotations

@@ -99,3 +99,22 @@ def test_all_finite(dtype):
 def test_supported_dtypes():
     assert kernels.supports(torch.bfloat16, torch.float32)
     assert not kernels.supports(torch.bfloat16, torch.float16)  # numba has no float16: torch path
+
+
+def test_kernels_compile_without_a_writable_cache(tmp_path):
+    """Read-only package and home directories: numba cannot cache, the kernels still compile and run."""
+    import subprocess
+    import sys
+
+    script = """
+import numba.core.caching as caching, numpy as np
+def no_locator(self, py_func):
+    raise RuntimeError("cannot cache function: no locator available")
+caching.FunctionCache.__init__ = no_locator
+from frankmerge import kernels
+assert not kernels.all_finite(np.array([1.0, np.inf], np.float32))
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"
