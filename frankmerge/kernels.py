@@ -3,9 +3,10 @@
 torch runs every element-wise operation as its own pass over memory: one chunk's statistics
 (three conversions, two subtractions, four products and four sums) take 13 passes, its merge 7.
 These kernels make each a single pass that reads the checkpoint's bytes where they lie, which
-makes the merge's arithmetic about 4x faster (benchmarks/README.md). numba has no bfloat16, so
-bfloat16 travels as its bit pattern (``uint16``) and is widened and rounded here exactly as torch
-does it (round to nearest even). float16 has no kernel: callers fall back to torch for it.
+makes the merge's arithmetic about 4x faster (benchmarks/README.md). numba has neither bfloat16
+nor float16, so both travel as their bit patterns — bfloat16 as ``uint16``, float16 as ``int16``
+(the numpy type is what tells the kernels which one they hold) — and are widened and rounded here
+exactly as torch does it (round to nearest even, subnormals kept, overflow to Inf).
 
 Kernels are compiled on first use and cached by numba on disk (beside this module, or in the
 user's cache directory when that is read-only), so later runs only load them.
@@ -21,7 +22,7 @@ from numba.extending import intrinsic, overload
 # Reassociation lets LLVM vectorise the float64 reductions; contraction allows FMAs. No
 # "nnan"/"ninf": the callers detect NaN/Inf from the results, which must therefore propagate.
 _FASTMATH = {"reassoc", "contract"}
-_KERNEL_DTYPES = {torch.bfloat16: np.uint16, torch.float32: np.float32}
+_KERNEL_DTYPES = {torch.bfloat16: np.uint16, torch.float16: np.int16, torch.float32: np.float32}
 
 
 def _compiled(**options):  # noqa: ANN202 - returns numba's decorator
@@ -45,6 +46,8 @@ def as_array(tensor: torch.Tensor) -> np.ndarray:
     """A flat contiguous tensor of a supported dtype as the numpy view the kernels take (no copy)."""
     if tensor.dtype == torch.bfloat16:
         return tensor.view(torch.int16).numpy().view(np.uint16)
+    if tensor.dtype == torch.float16:
+        return tensor.view(torch.int16).numpy()
     return tensor.numpy()
 
 
@@ -72,9 +75,53 @@ def _widen(x):  # pragma: no cover - replaced by the overload below inside compi
 def _widen_impl(x):
     if x == types.uint16:  # bfloat16 bits: the upper half of a float32
         return lambda x: _bits_to_f32(np.uint32(x) << np.uint32(16))
+    if x == types.int16:  # float16 bits
+        return lambda x: _f16_to_f32(x)
     if x == types.float32:
         return lambda x: x
     return None
+
+
+@njit
+def _f16_to_f32(x):
+    """float16 bits -> float32, exactly (every float16 is a float32)."""
+    half = np.uint32(np.uint16(x))
+    sign = (half & np.uint32(0x8000)) << np.uint32(16)
+    exponent = (half >> np.uint32(10)) & np.uint32(0x1F)
+    mantissa = half & np.uint32(0x3FF)
+    if exponent == np.uint32(0x1F):  # Inf / NaN (payload kept)
+        return _bits_to_f32(sign | np.uint32(0x7F800000) | (mantissa << np.uint32(13)))
+    if exponent != np.uint32(0):
+        return _bits_to_f32(sign | ((exponent + np.uint32(112)) << np.uint32(23)) | (mantissa << np.uint32(13)))
+    # zero or subnormal: mantissa x 2^-24, a product by a power of two (exact)
+    return _bits_to_f32(_f32_to_bits(np.float32(mantissa) * np.float32(2.0**-24)) | sign)
+
+
+@njit
+def _f32_to_f16(value):
+    """float32 -> float16 bits, round to nearest even in integer arithmetic (so no fast-math flag
+    can reorder it); NaN -> 0x7E00 and the sign, as torch."""
+    bits = _f32_to_bits(value)
+    sign = (bits >> np.uint32(16)) & np.uint32(0x8000)
+    magnitude = bits & np.uint32(0x7FFFFFFF)
+    if magnitude > np.uint32(0x7F800000):
+        half = np.uint32(0x7E00)
+    elif magnitude >= np.uint32(0x477FF000):  # >= 65520, half-way to 2^16: rounds to Inf
+        half = np.uint32(0x7C00)
+    elif magnitude >= np.uint32(0x38800000):  # >= 2^-14: a normal float16
+        rebased = magnitude - np.uint32(112 << 23)
+        half = (rebased + np.uint32(0xFFF) + ((rebased >> np.uint32(13)) & np.uint32(1))) >> np.uint32(13)
+    elif magnitude <= np.uint32(0x33000000):  # <= 2^-25: rounds to zero (2^-25 itself is a tie to even 0)
+        half = np.uint32(0)
+    else:  # subnormal: the 24-bit significand shifted into units of 2^-24, rounded to nearest even
+        shift = np.uint32(126) - (magnitude >> np.uint32(23))
+        significand = (magnitude & np.uint32(0x7FFFFF)) | np.uint32(0x800000)
+        half = significand >> shift
+        remainder = significand & ((np.uint32(1) << shift) - np.uint32(1))
+        midpoint = np.uint32(1) << (shift - np.uint32(1))
+        if remainder > midpoint or (remainder == midpoint and (half & np.uint32(1)) == np.uint32(1)):
+            half += np.uint32(1)
+    return np.int16(np.uint16(half | sign))
 
 
 def _store(out, index, value):  # pragma: no cover - replaced by the overload below
@@ -86,14 +133,17 @@ def _store_impl(out, index, value):
     if out.dtype == types.uint16:  # float32 -> bfloat16, round to nearest even, NaN -> 0x7FC0 (torch's rule)
 
         def store_bf16(out, index, value):
-            if value != value:
-                out[index] = np.uint16(0x7FC0)
-            else:
-                bits = _f32_to_bits(value)
-                bits += np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
-                out[index] = np.uint16(bits >> np.uint32(16))
+            bits = _f32_to_bits(value)
+            rounded = np.uint16((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+            out[index] = np.uint16(0x7FC0) if value != value else rounded  # a select: keeps the loop vectorised
 
         return store_bf16
+    if out.dtype == types.int16:
+
+        def store_f16(out, index, value):
+            out[index] = _f32_to_f16(value)
+
+        return store_f16
     if out.dtype == types.float32:
 
         def store_f32(out, index, value):
@@ -153,6 +203,8 @@ def _nonfinite(x):  # pragma: no cover - replaced by the overload below
 def _nonfinite_impl(x):  # NaN or ±Inf: an all-ones exponent
     if x == types.uint16:
         return lambda x: (x & np.uint16(0x7F80)) == np.uint16(0x7F80)
+    if x == types.int16:
+        return lambda x: (np.uint16(x) & np.uint16(0x7C00)) == np.uint16(0x7C00)
     if x == types.float32:
         return lambda x: (_f32_to_bits(x) & np.uint32(0x7F800000)) == np.uint32(0x7F800000)
     return None

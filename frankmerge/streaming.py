@@ -1,8 +1,9 @@
 """Chunked streaming of the merge: block statistics, merged tensors, copies and NaN/Inf checks.
 
 Every tensor is processed in flat chunks, so the memory a merge needs is a few chunks, independent
-of model size. bfloat16 and float32 chunks go through the fused kernels (``frankmerge.kernels``)
-straight from the checkpoint's mapping into the writer's slots; other dtypes (float16) through
+of model size. bfloat16, float16 and float32 chunks go through the fused kernels
+(``frankmerge.kernels``) straight from the checkpoint's mapping into the writer's slots; other
+dtypes (float64) through
 torch's element-wise operations on float32 buffers allocated once (``Workspace``), so that no
 fresh pages are touched per tensor (page faults on new allocations otherwise dominate the run time).
 """
@@ -55,7 +56,7 @@ class Workspace:
 
 
 def _fused(*sources: Source) -> bool:
-    """Whether the fused kernels take all these tensors (bfloat16 or float32)."""
+    """Whether the fused kernels take all these tensors (bfloat16, float16 or float32)."""
     return kernels.supports(*(s.checkpoint.info(s.name).dtype for s in sources))
 
 
@@ -208,9 +209,13 @@ def write_merged(
         merged = min(max(merged_numel - start, 0), count)
         if fused:
             out = _merged_chunk(writer.buffer(count, ws.out_dtype), sources, start, merged, (lambda_v, lambda_r, lambda_0))
-            if not inputs_checked and not ws.allow_nonfinite and not _all_finite(out):
-                _raise_if_nonfinite(ws, sources[1:], start, merged)
-                _raise_if_nonfinite(ws, sources[:1], start, count)
+            # Finite inputs (proved by the statistics pass) can still overflow float16's range.
+            narrow = out.dtype == torch.float16
+            if (narrow or not inputs_checked) and not ws.allow_nonfinite and not _all_finite(out):
+                if not inputs_checked:
+                    _raise_if_nonfinite(ws, sources[1:], start, merged)
+                    _raise_if_nonfinite(ws, sources[:1], start, count)
+                _narrowed(ws, out_name, out)  # raises for float16
                 raise NonFiniteError(f"merged tensor {out_name!r} overflowed to Inf; use --dtype float32")
             if patch is not None:
                 patch.apply(start, out)
@@ -284,7 +289,7 @@ def write_copy(ws: Workspace, writer: ShardedWriter, out_name: str, source: Sour
 
 def _narrowed(ws: Workspace, out_name: str, values: torch.Tensor) -> torch.Tensor:
     """``values`` after the cast to float16, refused if the cast overflowed (|x| > 65504 becomes Inf)."""
-    if values.dtype == torch.float16 and not ws.allow_nonfinite and not bool(torch.isfinite(values).all()):
+    if values.dtype == torch.float16 and not ws.allow_nonfinite and not _all_finite(values):
         raise NonFiniteError(f"tensor {out_name!r} overflows float16 (|x| > 65504); use --dtype bfloat16 or float32")
     return values
 

@@ -24,7 +24,7 @@ CASES = [
     ("idefics3", "v5", False, 0, "float32", Prior(kind="linear")),
     ("internvl", "v5", True, 0, "float32", Prior(kind="exponential", alpha=-0.2)),
     ("qwen2_5_vl", "v5", True, 0, "bfloat16", Prior(kind="exponential", alpha=0.1)),
-    ("mistral3", "v5", False, 0, "float16", Prior(kind="none")),  # no fused kernel for float16: torch's path
+    ("mistral3", "v5", False, 0, "float16", Prior(kind="none")),
 ]
 # float32 outputs match the float64 reference to float32 rounding; bfloat16 outputs to half a bf16 ulp (round to nearest).
 TOLERANCE = {
