@@ -129,6 +129,20 @@ def compare_vocabularies(vlm: Any, reasoner: Any, vlm_rows: int, reasoner_rows: 
     return report, other_meaning
 
 
+def rows_of_other_meaning(vlm_dir: Path, reasoner_dir: Path, vlm_rows: int, reasoner_rows: int) -> list[int] | None:
+    """Embedding rows below both row counts whose ids name different tokens in the two models
+    (collisions, tokens one model lacks); None, with a warning, when a tokenizer is unavailable."""
+    vlm_tok, vlm_problem = load_tokenizer(vlm_dir)
+    reasoner_tok, reasoner_problem = load_tokenizer(reasoner_dir)
+    if vlm_tok is None or reasoner_tok is None:
+        missing = "VLM" if vlm_tok is None else "reasoner"
+        log.warning(
+            "%s tokenizer unavailable (%s): embedding rows matched by index alone", missing, vlm_problem or reasoner_problem
+        )
+        return None
+    return compare_vocabularies(vlm_tok, reasoner_tok, vlm_rows, reasoner_rows)[1]
+
+
 def plan_tokens(
     vlm_dir: Path,
     reasoner_dir: Path,

@@ -9,6 +9,7 @@ The vision tower and projector are never covered: only decoder tensors have cano
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from frankmerge.errors import HomologyError, NonFiniteError, OutputExistsError
 from frankmerge.inputs import RoleInput, open_role
 from frankmerge.recipe import Layouts, MergeRecipe
 from frankmerge.streaming import dot64
+from frankmerge.tokens import rows_of_other_meaning
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,8 @@ def build_prior(vlm: str | Path, reasoner: str | Path, out: str | Path, options:
     }
     try:
         plan = _plan(roles["vlm"], roles["reasoner"], modules)
-        meta = _stream(roles["vlm"], roles["reasoner"], plan, modules, out, options)
+        other_meaning = _rows_of_other_meaning(roles["vlm"], roles["reasoner"], plan)
+        meta = _stream(roles["vlm"], roles["reasoner"], plan, modules, out, options, other_meaning)
     finally:
         for item in roles.values():
             item.checkpoint.close()
@@ -149,8 +152,24 @@ def _plan(vlm: RoleInput, reasoner: RoleInput, modules: tuple[str, ...]) -> list
     return plan
 
 
+def _rows_of_other_meaning(vlm: RoleInput, reasoner: RoleInput, plan: list[_Planned]) -> list[int] | None:
+    """For covered embeddings/head: the rows whose ids mean different tokens (InternVL2.5's
+    ``<IMG_CONTEXT>`` and QwQ's ``<think>`` share id 151667), so that Δ never pulls one toward the other."""
+    rows = [(p.shape[0], p.reasoner_rows or p.shape[0]) for p in plan if p.canonical in (EMBED, HEAD)]
+    if not rows:
+        return None
+    vlm_rows, reasoner_rows = rows[0]
+    return rows_of_other_meaning(vlm.weights_dir, reasoner.weights_dir, vlm_rows, reasoner_rows)
+
+
 def _stream(
-    vlm: RoleInput, reasoner: RoleInput, plan: list[_Planned], modules: tuple[str, ...], out: Path, options: PriorOptions
+    vlm: RoleInput,
+    reasoner: RoleInput,
+    plan: list[_Planned],
+    modules: tuple[str, ...],
+    out: Path,
+    options: PriorOptions,
+    other_meaning: list[int] | None = None,
 ) -> PriorMetadata:
     from frankmerge.report import describe_input
 
@@ -173,7 +192,10 @@ def _stream(
     entries: dict[str, PriorEntry] = {}
     try:
         for item in plan:
-            norm_sq, vlm_sq, rows = _write_delta(vlm.checkpoint, reasoner.checkpoint, item, writer, buffers, options)
+            rows_to_zero = other_meaning if item.canonical in (EMBED, HEAD) else None
+            norm_sq, vlm_sq, rows = _write_delta(
+                vlm.checkpoint, reasoner.checkpoint, item, writer, buffers, options, rows_to_zero
+            )
             entries[item.canonical] = PriorEntry(
                 draft.entries[item.canonical].group,
                 item.shape,
@@ -182,6 +204,7 @@ def _stream(
                 math.sqrt(norm_sq),
                 math.sqrt(vlm_sq),
                 rows,
+                None if rows_to_zero is None else len(rows_to_zero),
             )
         meta = PriorMetadata(**{**draft.__dict__, "entries": entries})
         writer.finish(meta)
@@ -200,9 +223,16 @@ class _Buffers:
 
 
 def _write_delta(
-    vlm: Checkpoint, reasoner: Checkpoint, item: _Planned, writer: PriorWriter, buf: _Buffers, options: PriorOptions
+    vlm: Checkpoint,
+    reasoner: Checkpoint,
+    item: _Planned,
+    writer: PriorWriter,
+    buf: _Buffers,
+    options: PriorOptions,
+    rows_to_zero: list[int] | None = None,
 ) -> tuple[float, float, int | None]:
-    """Stream Δ of one tensor; rows only the VLM holds (image tokens, padding) get Δ = 0."""
+    """Stream Δ of one tensor; rows only the VLM holds (image tokens, padding) and ``rows_to_zero``
+    (sorted; ids of different tokens) get Δ = 0."""
     numel = math.prod(item.shape)
     width = math.prod(item.shape[1:]) if len(item.shape) > 1 else 1
     shared = numel if item.reasoner_rows is None else min(item.reasoner_rows * width, numel)
@@ -219,6 +249,8 @@ def _write_delta(
             reasoner.release(item.reasoner_name, start, both)
             delta[:both].sub_(v[:both])
         delta[both:].zero_()
+        if rows_to_zero:
+            _zero_rows(delta, start, width, rows_to_zero)
         if not options.allow_nonfinite and not bool(torch.isfinite(delta).all()):
             raise NonFiniteError(
                 f"Δ of {item.vlm_name} holds NaN/Inf (from the VLM or reasoner {item.reasoner_name}); "
@@ -228,3 +260,10 @@ def _write_delta(
         writer.write(item.canonical, delta.to(options.dtype))
     rows = None if item.reasoner_rows is None else min(item.reasoner_rows, item.shape[0])
     return norm_sq, vlm_sq, rows
+
+
+def _zero_rows(chunk: torch.Tensor, start: int, width: int, rows: list[int]) -> None:
+    """Zero the parts of a flat chunk (elements from ``start``) that fall in the sorted ``rows``."""
+    end = start + chunk.numel()
+    for row in rows[bisect.bisect_left(rows, start // width) : bisect.bisect_right(rows, (end - 1) // width)]:
+        chunk[max(row * width, start) - start : min((row + 1) * width, end) - start] = 0.0

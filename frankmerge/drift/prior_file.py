@@ -43,7 +43,10 @@ class PriorEntry:
     reasoner_name: str  # on-disk name in the reasoner checkpoint
     norm: float  # ‖Δ‖
     vlm_norm: float  # ‖θ_V‖, to read ‖Δ‖ relative to the weights
-    rows_matched: int | None = None  # embed/head: rows both vocabularies hold (matched by index)
+    rows_matched: int | None = None  # embed/head: rows both checkpoints hold
+    # embed/head: of those, rows whose id names different tokens in the two tokenizers (Δ = 0 there);
+    # None when the tokenizers could not be compared (rows then matched by index alone)
+    rows_of_other_meaning: int | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,9 @@ class PriorMetadata:
 def with_placeholder_norms(meta: PriorMetadata) -> PriorMetadata:
     """The same metadata with every number at its longest repr: an upper bound on the header size."""
     entries = {
-        k: PriorEntry(e.group, e.shape, e.vlm_name, e.reasoner_name, _LONGEST_FLOAT, _LONGEST_FLOAT, e.rows_matched)
+        k: PriorEntry(
+            e.group, e.shape, e.vlm_name, e.reasoner_name, _LONGEST_FLOAT, _LONGEST_FLOAT, e.rows_matched, e.rows_of_other_meaning
+        )
         for k, e in meta.entries.items()
     }
     return PriorMetadata(**{**meta.__dict__, "entries": entries})

@@ -70,6 +70,39 @@ def test_norm_and_embedding_groups(tiny_triple, tmp_path: Path) -> None:
     torch.testing.assert_close(embed[:rows], reasoner["model.embed_tokens.weight"] - vlm_embed[:rows], rtol=0, atol=1e-6)
 
 
+def test_rows_of_different_tokens_get_no_delta(tiny_triple, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The reasoner's <think> at the VLM's image-token id (QwQ vs InternVL2.5): Δ must not pull one
+    toward the other, so those rows get Δ = 0; with a tokenizer missing, rows are matched by index."""
+    from transformers import AutoTokenizer
+
+    from tests.test_tokens import THINK, _copy, _reasoner_tokenizer_with_swapped_ids
+
+    vlm, reasoner, base = _copy(tiny_triple("qwen2_vl"), tmp_path)
+    _reasoner_tokenizer_with_swapped_ids(reasoner, {"<think>": "<|image_pad|>", "</think>": "<|video_pad|>"})
+    vlm_tok = AutoTokenizer.from_pretrained(vlm)
+    differing = sorted({vlm_tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", *THINK)})
+    options = PriorOptions(modules=("embed", "head"), dtype=torch.float32, chunk=100)  # chunks that cut rows
+    prior = build_prior(vlm, reasoner, tmp_path / "p.safetensors", options)
+    V, R = load_dir(vlm), load_dir(reasoner)
+    for canonical, suffix in (("embed_tokens.weight", "embed_tokens.weight"), ("lm_head.weight", "lm_head.weight")):
+        delta = prior.tensor(canonical)
+        v = next(t for n, t in V.items() if n.endswith(suffix))
+        r = next(t for n, t in R.items() if n.endswith(suffix))
+        assert torch.equal(delta[differing], torch.zeros_like(delta[differing])), canonical
+        same = [i for i in range(delta.shape[0]) if i not in differing]
+        torch.testing.assert_close(delta[same], (r - v)[same], rtol=0, atol=1e-6)
+        assert prior.meta.entries[canonical].rows_of_other_meaning == len(differing)
+        assert prior.meta.entries[canonical].norm == pytest.approx(float(delta.double().norm()), rel=1e-6)
+
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"):
+        (reasoner / name).unlink(missing_ok=True)
+    prior = build_prior(vlm, reasoner, tmp_path / "p2.safetensors", options)
+    assert prior.meta.entries["embed_tokens.weight"].rows_of_other_meaning is None
+    assert "matched by index alone" in caplog.text
+    by_index = prior.tensor("embed_tokens.weight")[differing]
+    assert not torch.equal(by_index, torch.zeros_like(by_index))
+
+
 def test_head_of_a_tied_vlm_is_refused(tiny_triple, tmp_path: Path) -> None:
     triple = tiny_triple("internvl")
     with pytest.raises(DriftOptionError, match="ties lm_head"):
