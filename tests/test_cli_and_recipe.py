@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -183,3 +185,42 @@ def test_prior_variants_from_the_command_line(tiny_triple, tmp_path: Path, flags
     expected = prior_weights(kind, 4, 0.3, scale=0.8 if kind == "fitted" else None, bounds=MINMAX_BOUNDS)
     assert [b["w_v"] for b in report["blocks"]] == pytest.approx(expected)
     assert report["recipe"]["prior"]["kind"] == kind
+
+
+def _console(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The CLI as the console script runs it (entry_point, with its fast exit), in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "frankmerge.cli", *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def test_console_script_exit_codes_and_complete_output(tiny_triple, tmp_path: Path):
+    """The fast exit skips interpreter teardown only: codes, messages and every output file survive it."""
+    triple = tiny_triple("qwen2_vl")
+    out = tmp_path / "merged"
+    done = _console(
+        "merge", "--vlm", str(triple.vlm), "--reasoner", str(triple.reasoner), "--base", str(triple.base),
+        "--out", str(out), "--no-prior", "-q", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    merged = load_dir(out)
+    assert merged.keys() == load_dir(triple.vlm).keys()
+    assert len(json.loads((out / "merge_report.json").read_text())["blocks"]) > 0
+    assert (out / "README.md").read_text().startswith("---")
+
+    missing = _console(
+        "merge", "--vlm", str(tmp_path / "nope"), "--reasoner", "r", "--base", "b", "--out", "o", "--no-prior", cwd=tmp_path
+    )
+    assert missing.returncode == 1 and missing.stderr.strip().count("\n") == 0 and "no such directory" in missing.stderr
+    assert _console("merge", "--bogus", cwd=tmp_path).returncode == 2
+    listed = _console("layouts", cwd=tmp_path)
+    assert listed.returncode == 0 and "qwen2_vl" in listed.stdout
+
+
+def test_broken_pipe_ends_quietly(tmp_path: Path):
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "frankmerge.cli", "layouts"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.read(10)
+    reader.stdout.close()  # like `| head -c 10`
+    stderr = reader.stderr.read().decode()
+    assert reader.wait(timeout=600) in (0, 141) and "error" not in stderr, stderr
