@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from frankmerge import __version__
+from frankmerge import __version__, kernels
 from frankmerge.checkpoints.dtypes import OUTPUT_DTYPES, dtype_name
 from frankmerge.checkpoints.reader import Checkpoint
 from frankmerge.drift.coverage import EMBED, HEAD, canonical_names, group_of, parse_modules, select
@@ -220,6 +220,13 @@ class _Buffers:
     def __init__(self, chunk: int) -> None:
         self.chunk = chunk
         self.f32 = {r: torch.empty(chunk, dtype=torch.float32) for r in ("vlm", "reasoner")}
+        self._out: dict[torch.dtype, torch.Tensor] = {}
+
+    def out(self, dtype: torch.dtype) -> torch.Tensor:
+        """A chunk buffer in the prior's dtype, for the fused path."""
+        if dtype not in self._out:
+            self._out[dtype] = torch.empty(self.chunk, dtype=dtype)
+        return self._out[dtype]
 
 
 def _write_delta(
@@ -236,6 +243,9 @@ def _write_delta(
     numel = math.prod(item.shape)
     width = math.prod(item.shape[1:]) if len(item.shape) > 1 else 1
     shared = numel if item.reasoner_rows is None else min(item.reasoner_rows * width, numel)
+    dtypes = (vlm.info(item.vlm_name).dtype, reasoner.info(item.reasoner_name).dtype, options.dtype)
+    if shared == numel and not rows_to_zero and not options.allow_nonfinite and kernels.supports(*dtypes):
+        return (*_fused_delta(vlm, reasoner, item, writer, buf, options), None)
     norm_sq = vlm_sq = 0.0
     for start in range(0, numel, buf.chunk):
         count = min(buf.chunk, numel - start)
@@ -260,6 +270,33 @@ def _write_delta(
         writer.write(item.canonical, delta.to(options.dtype))
     rows = None if item.reasoner_rows is None else min(item.reasoner_rows, item.shape[0])
     return norm_sq, vlm_sq, rows
+
+
+def _fused_delta(
+    vlm: Checkpoint, reasoner: Checkpoint, item: _Planned, writer: PriorWriter, buf: _Buffers, options: PriorOptions
+) -> tuple[float, float]:
+    """Δ of a tensor both models hold whole, by the fused kernels: one pass for ‖Δ‖² and ‖θ_V‖²
+    (Δ in float32, sums in float64), one for Δ rounded into the prior's dtype."""
+    numel = math.prod(item.shape)
+    out = buf.out(options.dtype)
+    norm_sq = vlm_sq = 0.0
+    for start in range(0, numel, buf.chunk):
+        count = min(buf.chunk, numel - start)
+        r = kernels.as_array(reasoner.read_chunk(item.reasoner_name, start, count))
+        v = kernels.as_array(vlm.read_chunk(item.vlm_name, start, count))
+        delta_sq, _, _, v_sq = kernels.task_vector_sums(r, r, v)  # τ = θ_R − θ_V; θ_0 = θ_V
+        if not (math.isfinite(delta_sq) and math.isfinite(v_sq)):
+            raise NonFiniteError(
+                f"Δ of {item.vlm_name} holds NaN/Inf (from the VLM or reasoner {item.reasoner_name}); "
+                "check the checkpoints or pass --allow-nonfinite"
+            )
+        norm_sq, vlm_sq = norm_sq + delta_sq, vlm_sq + v_sq
+        chunk = out[:count]
+        kernels.merge_into(kernels.as_array(chunk), r, v, v, 1.0, -1.0, 0.0)  # θ_R − θ_V, rounded once
+        reasoner.release(item.reasoner_name, start, count)
+        vlm.release(item.vlm_name, start, count)
+        writer.write(item.canonical, chunk)
+    return norm_sq, vlm_sq
 
 
 def _zero_rows(chunk: torch.Tensor, start: int, width: int, rows: list[int]) -> None:
