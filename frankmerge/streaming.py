@@ -3,9 +3,9 @@
 Every tensor is processed in flat chunks, so the memory a merge needs is a few chunks, independent
 of model size. bfloat16, float16 and float32 chunks go through the fused kernels
 (``frankmerge.kernels``) straight from the checkpoint's mapping into the writer's slots; other
-dtypes (float64) through
-torch's element-wise operations on float32 buffers allocated once (``Workspace``), so that no
-fresh pages are touched per tensor (page faults on new allocations otherwise dominate the run time).
+dtypes (float64) through torch's element-wise operations on float32 buffers allocated once
+(``Workspace``), so that no fresh pages are touched per tensor (page faults on new allocations
+otherwise dominate the run time).
 """
 
 from __future__ import annotations
@@ -209,6 +209,8 @@ def write_merged(
         merged = min(max(merged_numel - start, 0), count)
         if fused:
             out = _merged_chunk(writer.buffer(count, ws.out_dtype), sources, start, merged, (lambda_v, lambda_r, lambda_0))
+            if patch is not None:
+                patch.apply(start, out)
             # Finite inputs (proved by the statistics pass) can still overflow float16's range.
             narrow = out.dtype == torch.float16
             if (narrow or not inputs_checked) and not ws.allow_nonfinite and not _all_finite(out):
@@ -217,8 +219,6 @@ def write_merged(
                     _raise_if_nonfinite(ws, sources[:1], start, count)
                 _narrowed(ws, out_name, out)  # raises for float16
                 raise NonFiniteError(f"merged tensor {out_name!r} overflowed to Inf; use --dtype float32")
-            if patch is not None:
-                patch.apply(start, out)
             writer.write(out_name, out)
             continue
         acc = ws.read_f32(vlm, start, count)
