@@ -217,3 +217,36 @@ def all_finite(values):
     for i in range(values.size):
         bad |= _nonfinite(values[i])
     return not bad
+
+
+@_compiled(nogil=True, fastmath=_FASTMATH)
+def analysis_sums(vlm, reasoner, base):
+    """One chunk's sums for ``frankmerge analyze``: ⟨θ_V,θ_V⟩, ⟨θ_R,θ_R⟩, ⟨θ_V,θ_R⟩, ⟨θ_0,θ_0⟩,
+    ‖θ_V − θ_R‖², ⟨τ_V,τ_V⟩, ⟨τ_R,τ_R⟩, ⟨τ_V,τ_R⟩ (differences in float32, products and sums in
+    float64), and the count of entries where τ_V and τ_R have opposite signs."""
+    theta_vv = 0.0
+    theta_rr = 0.0
+    theta_vr = 0.0
+    theta_00 = 0.0
+    diff_sq = 0.0
+    tau_vv = 0.0
+    tau_rr = 0.0
+    tau_vr = 0.0
+    conflicts = 0
+    for i in range(vlm.size):
+        v = _widen(vlm[i])
+        r = _widen(reasoner[i])
+        b = _widen(base[i])
+        theta_vv += np.float64(v) * np.float64(v)
+        theta_rr += np.float64(r) * np.float64(r)
+        theta_vr += np.float64(v) * np.float64(r)
+        theta_00 += np.float64(b) * np.float64(b)
+        diff = np.float64(v - r)
+        diff_sq += diff * diff
+        tau_v = np.float64(v - b)
+        tau_r = np.float64(r - b)
+        tau_vv += tau_v * tau_v
+        tau_rr += tau_r * tau_r
+        tau_vr += tau_v * tau_r
+        conflicts += ((tau_v > 0.0) and (tau_r < 0.0)) or ((tau_v < 0.0) and (tau_r > 0.0))
+    return theta_vv, theta_rr, theta_vr, theta_00, diff_sq, tau_vv, tau_rr, tau_vr, conflicts

@@ -1,7 +1,7 @@
 """``frankmerge analyze``: task-vector statistics per decoder block and module type, streamed.
 
 For each block l and each module type (attention, MLP, norms) it accumulates, over chunked
-float32 reads with float64 sums (the merge's kernels): ‖τ_V‖, ‖τ_R‖, ‖θ_0‖, cos(τ_V, τ_R), the
+reads with float64 sums (the merge's fused kernels, ``frankmerge.kernels``): ‖τ_V‖, ‖τ_R‖, ‖θ_0‖, cos(τ_V, τ_R), the
 sign-conflict rate, and DRIFT's parameter-space view ‖θ_V − θ_R‖ and cos(θ_V, θ_R). Memory is a
 few chunk buffers whatever the model size; each tensor is read once.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 from tqdm.auto import tqdm
 
+from frankmerge import kernels
 from frankmerge.errors import NonFiniteError, RecipeError
 from frankmerge.inputs import RoleInput, open_inputs
 from frankmerge.methods.frank import BlockStats, frank_coefficients, prior_weights
@@ -223,8 +224,18 @@ def tensor_sums(ws: Workspace, scratch: torch.Tensor, sources: tuple[Source, Sou
     """All sums of one tensor, chunk by chunk; NaN/Inf in any input stops with the tensor's name."""
     vlm, reasoner, base = sources
     sums = Sums(numel=numel)
+    fused = kernels.supports(*(s.checkpoint.info(s.name).dtype for s in sources))
     for start in range(0, numel, ws.chunk):
         count = min(ws.chunk, numel - start)
+        if fused:
+            chunk = [kernels.as_array(s.checkpoint.read_chunk(s.name, start, count)) for s in sources]
+            theta_vv, theta_rr, theta_vr, theta_00, diff_sq, tau_vv, tau_rr, tau_vr, conflicts = kernels.analysis_sums(*chunk)
+            for source in sources:
+                source.checkpoint.release(source.name, start, count)
+            sums.add(
+                Sums(0, tau_vv, tau_rr, tau_vr, theta_00, theta_vv, theta_rr, theta_vr, diff_sq, int(conflicts))
+            )  # fmt: skip
+            continue
         theta_v = ws.read_f32(vlm, start, count)
         theta_r = ws.read_f32(reasoner, start, count)
         theta_0 = ws.read_f32(base, start, count)
