@@ -168,3 +168,33 @@ def test_warns_when_models_are_far_apart():
     (warning,) = diagnose(analysis)
     assert warning.code == "far_apart_in_parameter_space" and "40.0%" in warning.message and "0.800" in warning.message
     assert math.isclose(analysis.blocks[0].rel_dist_vr, 0.4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64], ids=["bf16-fused", "f32-fused", "f64-torch"])
+def test_tensor_sums_match_float64_on_both_paths(tmp_path: Path, dtype: torch.dtype) -> None:
+    from safetensors.torch import save_file
+
+    from frankmerge.analysis.taskvectors import tensor_sums
+    from frankmerge.checkpoints.reader import Checkpoint
+    from frankmerge.streaming import Source, Workspace
+
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(4321, generator=gen) * 0.02
+    values = {"vlm": base + torch.randn(4321, generator=gen) * 0.003, "reasoner": base - torch.randn(4321, generator=gen) * 0.002}
+    values["base"] = base
+    checkpoints = {}
+    for role, tensor in values.items():
+        (tmp_path / role).mkdir()
+        save_file({"w": tensor.to(dtype)}, tmp_path / role / "model.safetensors")
+        checkpoints[role] = Checkpoint(tmp_path / role)
+    sources = tuple(Source(role, checkpoints[role], "w") for role in ("vlm", "reasoner", "base"))
+    got = tensor_sums(Workspace(1000, torch.float32), torch.empty(1000), sources, 4321)
+    v, r, b = (values[role].to(dtype).double() for role in ("vlm", "reasoner", "base"))
+    tv, tr = v - b, r - b
+    assert got.tau_vv == pytest.approx(float(tv @ tv), rel=1e-5) and got.tau_vr == pytest.approx(float(tv @ tr), rel=1e-4)
+    assert got.theta_vv == pytest.approx(float(v @ v), rel=1e-6) and got.diff_sq == pytest.approx(
+        float((v - r) @ (v - r)), rel=1e-5
+    )
+    assert got.conflicts == int(((tv > 0) & (tr < 0)).sum() + ((tv < 0) & (tr > 0)).sum())
+    for checkpoint in checkpoints.values():
+        checkpoint.close()
