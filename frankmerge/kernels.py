@@ -1,4 +1,4 @@
-"""Fused element-wise kernels of the streaming merge, compiled by numba.
+"""Fused element-wise kernels of the streaming merge (and of ``drift-prior`` and ``analyze``), compiled by numba.
 
 torch runs every element-wise operation as its own pass over memory: one chunk's statistics
 (three conversions, two subtractions, four products and four sums) take 13 passes, its merge 7.
@@ -22,7 +22,7 @@ from numba.extending import intrinsic, overload
 # Reassociation lets LLVM vectorise the float64 reductions; contraction allows FMAs. No
 # "nnan"/"ninf": the callers detect NaN/Inf from the results, which must therefore propagate.
 _FASTMATH = {"reassoc", "contract"}
-_KERNEL_DTYPES = {torch.bfloat16: np.uint16, torch.float16: np.int16, torch.float32: np.float32}
+_KERNEL_DTYPES = {torch.bfloat16: np.uint16, torch.float16: np.int16, torch.float32: np.float32}  # what as_array gives
 
 
 def _compiled(**options):  # noqa: ANN202 - returns numba's decorator
