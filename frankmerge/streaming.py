@@ -55,16 +55,17 @@ class Workspace:
         return out
 
 
-def _fused(*sources: Source) -> bool:
+def fused(*sources: Source) -> bool:
     """Whether the fused kernels take all these tensors (bfloat16, float16 or float32)."""
     return kernels.supports(*(s.checkpoint.info(s.name).dtype for s in sources))
 
 
-def _read_arrays(sources: tuple[Source, ...], start: int, count: int) -> list:
+def read_arrays(sources: tuple[Source, ...], start: int, count: int) -> list:
+    """Elements ``[start, start+count)`` of each source as the arrays the kernels take (views; ``release`` them)."""
     return [kernels.as_array(s.checkpoint.read_chunk(s.name, start, count)) for s in sources]
 
 
-def _release(sources: tuple[Source, ...], start: int, count: int) -> None:
+def release(sources: tuple[Source, ...], start: int, count: int) -> None:
     for source in sources:
         source.checkpoint.release(source.name, start, count)
 
@@ -150,12 +151,12 @@ def task_vector_sums(ws: Workspace, vlm: Source, reasoner: Source, base: Source,
     """‖τ_V‖², ‖τ_R‖², ⟨τ_V, τ_R⟩ and ‖θ_0‖² of one tensor (or of its first ``numel`` elements)."""
     sums = Sums()
     sources = (vlm, reasoner, base)
-    fused = _fused(*sources)
+    use_kernels = fused(*sources)
     for start in range(0, numel, ws.chunk):
         count = min(ws.chunk, numel - start)
-        if fused:
-            chunk = Sums(*kernels.task_vector_sums(*_read_arrays(sources, start, count)))
-            _release(sources, start, count)
+        if use_kernels:
+            chunk = Sums(*kernels.task_vector_sums(*read_arrays(sources, start, count)))
+            release(sources, start, count)
         else:
             tau_v = ws.read_f32(vlm, start, count)
             tau_r = ws.read_f32(reasoner, start, count)
@@ -203,11 +204,11 @@ def write_merged(
     lambda_0 = 1.0 - lambda_v - lambda_r
     if abs(lambda_0) < 1e-12:
         lambda_0 = 0.0
-    fused = kernels.supports(ws.out_dtype) and _fused(*sources)
+    use_kernels = kernels.supports(ws.out_dtype) and fused(*sources)
     for start in range(0, total_numel, ws.chunk):
         count = min(ws.chunk, total_numel - start)
         merged = min(max(merged_numel - start, 0), count)
-        if fused:
+        if use_kernels:
             out = _merged_chunk(writer.buffer(count, ws.out_dtype), sources, start, merged, (lambda_v, lambda_r, lambda_0))
             if patch is not None:
                 patch.apply(start, out)
@@ -246,8 +247,8 @@ def _merged_chunk(
     vlm = sources[0]
     count = out.numel()
     if merged:
-        kernels.merge_into(kernels.as_array(out[:merged]), *_read_arrays(sources, start, merged), *lambdas)
-        _release(sources, start, merged)
+        kernels.merge_into(kernels.as_array(out[:merged]), *read_arrays(sources, start, merged), *lambdas)
+        release(sources, start, merged)
     if merged < count:
         out[merged:].copy_(vlm.checkpoint.read_chunk(vlm.name, start + merged, count - merged))
         vlm.checkpoint.release(vlm.name, start + merged, count - merged)

@@ -129,16 +129,23 @@ def compare_vocabularies(vlm: Any, reasoner: Any, vlm_rows: int, reasoner_rows: 
     return report, other_meaning
 
 
-def rows_of_other_meaning(vlm_dir: Path, reasoner_dir: Path, vlm_rows: int, reasoner_rows: int) -> list[int] | None:
-    """Embedding rows below both row counts whose ids name different tokens in the two models
-    (collisions, tokens one model lacks); None, with a warning, when a tokenizer is unavailable."""
+def load_tokenizer_pair(vlm_dir: Path, reasoner_dir: Path, consequence: str) -> tuple[Any, Any, str | None]:
+    """Both models' tokenizers; where one is unavailable, (None, None, why) and a warning that ends
+    with ``consequence`` (what the caller does without them)."""
     vlm_tok, vlm_problem = load_tokenizer(vlm_dir)
     reasoner_tok, reasoner_problem = load_tokenizer(reasoner_dir)
     if vlm_tok is None or reasoner_tok is None:
-        missing = "VLM" if vlm_tok is None else "reasoner"
-        log.warning(
-            "%s tokenizer unavailable (%s): embedding rows matched by index alone", missing, vlm_problem or reasoner_problem
-        )
+        why = f"{'VLM' if vlm_tok is None else 'reasoner'} tokenizer unavailable ({vlm_problem or reasoner_problem})"
+        log.warning("%s: %s", why, consequence)
+        return None, None, why
+    return vlm_tok, reasoner_tok, None
+
+
+def rows_of_other_meaning(vlm_dir: Path, reasoner_dir: Path, vlm_rows: int, reasoner_rows: int) -> list[int] | None:
+    """Embedding rows below both row counts whose ids name different tokens in the two models
+    (collisions, tokens one model lacks); None, with a warning, when a tokenizer is unavailable."""
+    vlm_tok, reasoner_tok, why = load_tokenizer_pair(vlm_dir, reasoner_dir, "embedding rows matched by index alone")
+    if why is not None:
         return None
     return compare_vocabularies(vlm_tok, reasoner_tok, vlm_rows, reasoner_rows)[1]
 
@@ -154,13 +161,11 @@ def plan_tokens(
     carry: bool,
 ) -> TokenPlan:
     """Compare the vocabularies and decide which reasoning tokens the merged tokenizer gains."""
-    vlm_tok, vlm_problem = load_tokenizer(vlm_dir)
-    reasoner_tok, reasoner_problem = load_tokenizer(reasoner_dir)
-    if vlm_tok is None or reasoner_tok is None:
-        missing = "VLM" if vlm_tok is None else "reasoner"
-        reason = vlm_problem or reasoner_problem
-        log.warning("%s tokenizer unavailable (%s): vocabularies not compared, no reasoning tokens carried over", missing, reason)
-        return TokenPlan({"status": f"skipped: {missing} tokenizer unavailable ({reason})", "carried": []})
+    vlm_tok, reasoner_tok, why = load_tokenizer_pair(
+        vlm_dir, reasoner_dir, "vocabularies not compared, no reasoning tokens carried over"
+    )
+    if why is not None:
+        return TokenPlan({"status": f"skipped: {why}", "carried": []})
     report, other_meaning = compare_vocabularies(vlm_tok, reasoner_tok, vlm_rows, reasoner_rows)
     plan = TokenPlan(report, rows_of_other_meaning=other_meaning)
     found = {t: single_token_id(reasoner_tok, t) for t in reasoning_tokens}

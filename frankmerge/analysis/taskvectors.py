@@ -20,7 +20,7 @@ from frankmerge.errors import NonFiniteError, RecipeError
 from frankmerge.inputs import RoleInput, open_inputs
 from frankmerge.methods.frank import BlockStats, frank_coefficients, prior_weights
 from frankmerge.recipe import MergeRecipe, Prior
-from frankmerge.streaming import Source, Workspace, dot64
+from frankmerge.streaming import Source, Workspace, dot64, fused, read_arrays, release
 
 GROUPS = ("attention", "mlp", "norms", "other")
 BLOCK = "block"  # the group name of a whole block's totals
@@ -224,14 +224,13 @@ def tensor_sums(ws: Workspace, scratch: torch.Tensor, sources: tuple[Source, Sou
     """All sums of one tensor, chunk by chunk; NaN/Inf in any input stops with the tensor's name."""
     vlm, reasoner, base = sources
     sums = Sums(numel=numel)
-    fused = kernels.supports(*(s.checkpoint.info(s.name).dtype for s in sources))
+    use_kernels = fused(*sources)
     for start in range(0, numel, ws.chunk):
         count = min(ws.chunk, numel - start)
-        if fused:
-            chunk = [kernels.as_array(s.checkpoint.read_chunk(s.name, start, count)) for s in sources]
+        if use_kernels:
+            chunk = read_arrays(sources, start, count)
             theta_vv, theta_rr, theta_vr, theta_00, diff_sq, tau_vv, tau_rr, tau_vr, conflicts = kernels.analysis_sums(*chunk)
-            for source in sources:
-                source.checkpoint.release(source.name, start, count)
+            release(sources, start, count)
             sums.add(
                 Sums(0, tau_vv, tau_rr, tau_vr, theta_00, theta_vv, theta_rr, theta_vr, diff_sq, int(conflicts))
             )  # fmt: skip

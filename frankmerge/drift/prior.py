@@ -262,10 +262,7 @@ def _write_delta(
         if rows_to_zero:
             _zero_rows(delta, start, width, rows_to_zero)
         if not options.allow_nonfinite and not bool(torch.isfinite(delta).all()):
-            raise NonFiniteError(
-                f"Δ of {item.vlm_name} holds NaN/Inf (from the VLM or reasoner {item.reasoner_name}); "
-                "check the checkpoints or pass --allow-nonfinite"
-            )
+            raise _nonfinite_delta(item)
         norm_sq += dot64(delta, delta)
         writer.write(item.canonical, delta.to(options.dtype))
     rows = None if item.reasoner_rows is None else min(item.reasoner_rows, item.shape[0])
@@ -286,10 +283,7 @@ def _fused_delta(
         v = kernels.as_array(vlm.read_chunk(item.vlm_name, start, count))
         delta_sq, _, _, v_sq = kernels.task_vector_sums(r, r, v)  # τ = θ_R − θ_V; θ_0 = θ_V
         if not (math.isfinite(delta_sq) and math.isfinite(v_sq)):
-            raise NonFiniteError(
-                f"Δ of {item.vlm_name} holds NaN/Inf (from the VLM or reasoner {item.reasoner_name}); "
-                "check the checkpoints or pass --allow-nonfinite"
-            )
+            raise _nonfinite_delta(item)
         norm_sq, vlm_sq = norm_sq + delta_sq, vlm_sq + v_sq
         chunk = out[:count]
         kernels.merge_into(kernels.as_array(chunk), r, v, v, 1.0, -1.0, 0.0)  # θ_R − θ_V, rounded once
@@ -297,6 +291,13 @@ def _fused_delta(
         vlm.release(item.vlm_name, start, count)
         writer.write(item.canonical, chunk)
     return norm_sq, vlm_sq
+
+
+def _nonfinite_delta(item: _Planned) -> NonFiniteError:
+    return NonFiniteError(
+        f"Δ of {item.vlm_name} holds NaN/Inf (from the VLM or reasoner {item.reasoner_name}); "
+        "check the checkpoints or pass --allow-nonfinite"
+    )
 
 
 def _zero_rows(chunk: torch.Tensor, start: int, width: int, rows: list[int]) -> None:
