@@ -241,20 +241,43 @@ def _print_summary(result: Any) -> None:
     help="Where the trained testbed models are kept [$FRANKMERGE_CACHE/testbed or ~/.cache/frankmerge/testbed].",
 )
 @click.option("--quick", is_flag=True, help="The reduced CI testbed: 3 blocks of width 64, fewer items, a 3x3 grid (minutes).")
+@click.option(
+    "--regime",
+    type=click.Choice(["llava", "qwen"]),
+    default="llava",
+    show_default=True,
+    help="How the VLM is trained: llava (tower aligned to the frozen language model, brief fine-tune) "
+    "or qwen (language model trained hard on images). See docs/testbed.md.",
+)
+@click.option("--no-drift", is_flag=True, help="Skip the SFT / DRIFT fine-tunes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Testbed seed (training data and initialisation).")
 @click.option("--items", type=int, help="Evaluation items per task [200; --quick 60].")
 @click.option("--rebuild", is_flag=True, help="Retrain the models even if the cache holds them.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def demo(workdir: Path, cache_dir: Path | None, quick: bool, seed: int, items: int | None, rebuild: bool, quiet: bool) -> None:
+def demo(
+    workdir: Path,
+    cache_dir: Path | None,
+    quick: bool,
+    regime: str,
+    no_drift: bool,
+    seed: int,
+    items: int | None,
+    rebuild: bool,
+    quiet: bool,
+) -> None:
     """Train (first run) or reuse tiny base / reasoner / VLM models, then profile, analyze, merge with
-    FRANK and every baseline, evaluate everything and print the table. Offline, CPU only."""
+    FRANK and every baseline, fine-tune with SFT and DRIFT, evaluate everything and print the table
+    and a three-line verdict. Offline, CPU only."""
     import torch
 
     from frankmerge.demo import DemoOptions, run_demo
+    from frankmerge.testbed.trained.config import preset
 
     torch.set_num_threads(1)  # tiny models: extra OpenMP threads only add contention
     base = DemoOptions.quick() if quick else DemoOptions()
-    overrides: dict[str, Any] = {"config": base.config.with_seed(seed), "cache_dir": cache_dir, "rebuild": rebuild}
+    overrides: dict[str, Any] = {"config": preset(regime, quick).with_seed(seed), "cache_dir": cache_dir, "rebuild": rebuild}
+    if no_drift:
+        overrides["drift"] = None
     overrides["progress"] = not quiet
     if items is not None:
         overrides["n_items"] = items
@@ -268,6 +291,9 @@ def demo(workdir: Path, cache_dir: Path | None, quick: bool, seed: int, items: i
     click.echo("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings.items()))
     for name, path in result.files.items():
         click.echo(f"{name}: {path}")
+    click.echo("")
+    for line in result.verdict:
+        click.echo(line)
 
 
 @main.command()

@@ -1,9 +1,12 @@
 """``frankmerge demo``: the whole pipeline on tiny trained models, with nothing downloaded.
 
 Builds (or reuses from the cache) a base LLM, a reasoner fine-tuned from it and a LLaVA VLM whose
-language model starts from it; profiles the VLM's visual attention; analyses the task vectors;
-merges with FRANK (each prior) and every baseline; evaluates parents, controls and merges; scans a
-λ_V × λ_R grid of task arithmetic; and writes plots and one JSON of everything. See docs/testbed.md.
+language model starts from it, trained in one of two regimes (``llava``: tower aligned against the
+frozen language model, then a brief low-rate fine-tune; ``qwen``: the language model trained hard);
+profiles the VLM's visual attention; analyses the task vectors; merges with FRANK (each prior) and
+every baseline; fine-tunes the VLM on a small multimodal chain-of-thought set with plain SFT and
+with DRIFT (and SFT after a merge); evaluates everything; scans a λ_V × λ_R grid of task
+arithmetic; and ends with a three-line verdict. See docs/testbed.md.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,7 @@ from PIL import Image
 
 from frankmerge.testbed.trained.build import TestbedModels, build_testbed
 from frankmerge.testbed.trained.config import DEFAULT, QUICK, TestbedConfig
+from frankmerge.testbed.trained.drift_study import DriftRun, DriftSettings, build_testbed_prior, run_fine_tunes, write_training_set
 from frankmerge.testbed.trained.encode import Encoder
 from frankmerge.testbed.trained.evaluate import evaluate_checkpoint
 from frankmerge.testbed.trained.plots import coefficients_png, lambda_map_png
@@ -35,12 +39,14 @@ from frankmerge.testbed.trained.study import (
     run_merge,
     unmerged_control,
 )
-from frankmerge.testbed.trained.tasks import EVAL_TASKS, Example, perception
+from frankmerge.testbed.trained.tasks import EVAL_TASKS, THINK_OPENED_TASKS, Example, perception
+from frankmerge.testbed.trained.verdict import Model, Score, verdict_lines
 from frankmerge.testbed.trained.vocab import VISUAL_TOKENS
 
 log = logging.getLogger(__name__)
 
-TASKS: tuple[str, ...] = tuple(EVAL_TASKS)
+TASKS: tuple[str, ...] = (*EVAL_TASKS, *THINK_OPENED_TASKS)
+FINE_TUNE_START = "frank_no_prior"  # the merge that merge-then-SFT starts from
 PROFILE_PROMPT = "how many red ?"  # the VLM's own kind of question, in its vocabulary
 PROFILE_SEED = 7
 
@@ -53,6 +59,7 @@ class DemoOptions:
     grid_items: int = 100
     profile_images: int = 32
     profile_bootstrap: int = 200
+    drift: DriftSettings | None = field(default_factory=DriftSettings)  # None: no fine-tunes
     cache_dir: Path | None = None
     rebuild: bool = False
     progress: bool = True
@@ -60,7 +67,14 @@ class DemoOptions:
     @classmethod
     def quick(cls, **overrides: object) -> DemoOptions:
         """The CI configuration: a 3-block 64-wide testbed, fewer items, a 3×3 grid."""
-        settings: dict[str, object] = dict(config=QUICK, n_items=60, grid=(0.0, 0.5, 1.0), grid_items=40, profile_images=8)
+        settings: dict[str, object] = dict(
+            config=QUICK,
+            n_items=60,
+            grid=(0.0, 0.5, 1.0),
+            grid_items=40,
+            profile_images=8,
+            drift=DriftSettings(n_items=64, epochs=1.0, variants=("adaptive",)),
+        )
         return cls(**{**settings, **overrides})  # type: ignore[arg-type]
 
 
@@ -73,6 +87,8 @@ class DemoResult:
     chance: dict[str, float]
     table: str
     summary: list[str] = field(default_factory=list)  # profile and task-vector lines printed under the table
+    verdict: list[str] = field(default_factory=list)  # the three closing lines
+    fine_tunes: list[DriftRun] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -134,10 +150,24 @@ def run_demo(workdir: Path, options: DemoOptions | None = None) -> DemoResult:
     merges.append(unmerged_control(models, merged_root / "reasoner_in_vlm"))
     lap("merge")
 
+    fine_tunes, training_set = [], None
+    if options.drift is not None:
+        drift_root = workdir / "drift"
+        shutil.rmtree(drift_root, ignore_errors=True)
+        training_set = write_training_set(drift_root / "data", options.drift.n_items, options.n_items)
+        prior = build_testbed_prior(models.vlm, models.reasoner, drift_root / "prior.safetensors")
+        starts = [(m.spec.name, m.path) for m in merges if m.spec.name == FINE_TUNE_START and m.path is not None]
+        fine_tunes = run_fine_tunes(
+            models.vlm, prior, training_set.path, drift_root / "runs", options.drift, starts=starts, progress=options.progress
+        )
+        lap("fine_tune")
+
     rows = [
         Row(name, "parent", evaluate_checkpoint(name, getattr(models, name), TASKS, options.n_items))
         for name in ("base", "reasoner", "vlm")
     ]
+    if models.vlm_align is not None:
+        rows.append(Row("vlm_stage1", "control", evaluate_checkpoint("vlm_stage1", models.vlm_align, TASKS, options.n_items)))
     order = {"control": 0, "frank": 1, "baseline": 2}
     for outcome in sorted((m for m in merges if m.path), key=lambda m: order[m.spec.group]):
         rows.append(
@@ -147,6 +177,9 @@ def run_demo(workdir: Path, options: DemoOptions | None = None) -> DemoResult:
                 evaluate_checkpoint(outcome.spec.name, outcome.path, TASKS, options.n_items),
             )
         )
+    for run in fine_tunes:
+        group = "sft" if run.variant == "none" else "drift"
+        rows.append(Row(run.name, group, evaluate_checkpoint(run.name, run.path, TASKS, options.n_items)))
     lap("evaluate")
 
     cells = lambda_grid(models, options.grid, merged_root / "grid", TASKS, options.grid_items)
@@ -171,11 +204,14 @@ def run_demo(workdir: Path, options: DemoOptions | None = None) -> DemoResult:
         "|tau_V| / |theta_0| per block: " + " ".join(f"{b.rel_norm_v:.2f}" for b in analysis.blocks),
         "|tau_R| / |theta_0| per block: " + " ".join(f"{b.rel_norm_r:.2f}" for b in analysis.blocks),
     ]
+    train_items = training_set.n_items if training_set else 0
+    verdict = verdict_lines(_verdict_models(rows), chance, options.config.regime, train_items)
     lap("plots")
-    result = DemoResult(workdir, models, rows, merges, chance, table, summary, files, timings)
+    result = DemoResult(workdir, models, rows, merges, chance, table, summary, verdict, fine_tunes, files, timings)
     data = {
         "testbed": models.to_json(),
         "options": {
+            "regime": options.config.regime,
             "n_items": options.n_items,
             "grid": list(options.grid),
             "grid_items": options.grid_items,
@@ -205,6 +241,14 @@ def run_demo(workdir: Path, options: DemoOptions | None = None) -> DemoResult:
         ],
         "analysis_warnings": [message for _, message in analysis.warnings],
         "merges": [m.to_json() for m in merges],
+        "fine_tunes": {
+            "settings": None if options.drift is None else asdict(options.drift),
+            "training_set": None
+            if training_set is None
+            else {"path": str(training_set.path), "n_items": training_set.n_items, "dropped_as_evaluated": training_set.n_dropped},
+            "runs": [r.to_json() for r in fine_tunes],
+        },
+        "verdict": verdict,
         "evaluations": [{"group": r.group, **r.evaluation.to_json()} for r in rows],
         "lambda_grid": [c.to_json() for c in cells],
         "files": files,
@@ -214,6 +258,20 @@ def run_demo(workdir: Path, options: DemoOptions | None = None) -> DemoResult:
     (workdir / "demo_results.json").write_text(json.dumps(_finite(data), indent=2) + "\n")
     result.files["results"] = str(workdir / "demo_results.json")
     return result
+
+
+def _verdict_models(rows: list[Row]) -> list[Model]:
+    return [
+        Model(
+            r.name,
+            r.group,
+            {
+                task: Score(result.generation.accuracy, *result.generation.ci95)
+                for task, result in r.evaluation.tasks.items()
+            },
+        )
+        for r in rows
+    ]
 
 
 def _profile_images(directory: Path, count: int) -> Path:

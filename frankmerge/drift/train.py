@@ -73,6 +73,7 @@ class TrainOptions:
     reasoner_layout: str | None = None
     overwrite: bool = False
     dataloader_workers: int = 0
+    progress: bool = True  # the Trainer's progress bar and per-step log lines
 
 
 @dataclass
@@ -119,6 +120,10 @@ def drift_train(
         processing_class=processor,
         callbacks=[callback] if callback else None,
     )
+    if not options.progress:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # what the Trainer prints in place of the bar
     train_output = trainer.train()
     trainer.save_model(str(out))
     report: dict[str, Any] = {}
@@ -190,6 +195,7 @@ def _training_arguments(out: Path, options: TrainOptions) -> Any:
         optim=options.optim,
         logging_steps=options.logging_steps,
         logging_first_step=True,
+        disable_tqdm=not options.progress,
         save_strategy="no",
         report_to="none",
         remove_unused_columns=False,

@@ -1,7 +1,9 @@
 """Build the three testbed checkpoints once and reuse them from a cache keyed by config hashes.
 
-Layout: ``CACHE/base-<key>/base``, ``.../reasoner-<key>``, ``.../vlm-<key>``: the fine-tunes live
-next to the base they start from, so testbeds that differ only in a fine-tune share the base.
+Layout: ``CACHE/base-<key>/base``, ``.../reasoner-<key>``, ``.../vlm_align-<key>``, ``.../vlm-<key>``:
+the fine-tunes live next to the base they start from, so testbeds that differ only in a fine-tune
+(the two regimes, for one) share the base. ``vlm_align`` is the llava regime's stage-1 VLM, kept so
+that what alignment alone achieves can be measured.
 Each stage is written to a temporary directory and renamed into place with a
 ``testbed_stage.json`` stamp, so an interrupted build resumes at the first missing stage and never
 reuses a half-written model.
@@ -25,7 +27,7 @@ from frankmerge.testbed.trained.train import StageLog, train_stage
 log = logging.getLogger(__name__)
 
 STAMP = "testbed_stage.json"
-STAGES: tuple[str, ...] = ("base", "reasoner", "vlm")
+STAGES: tuple[str, ...] = ("base", "reasoner", "vlm_align", "vlm")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class TestbedModels:
     base: Path
     reasoner: Path
     vlm: Path
+    vlm_align: Path | None = None
     logs: dict[str, dict[str, object]] = field(default_factory=dict)
     built: tuple[str, ...] = ()
     seconds: float = 0.0
@@ -43,7 +46,12 @@ class TestbedModels:
     def to_json(self) -> dict[str, object]:
         return {
             "config": self.config.to_json(),
-            "paths": {"base": str(self.base), "reasoner": str(self.reasoner), "vlm": str(self.vlm)},
+            "paths": {
+                "base": str(self.base),
+                "reasoner": str(self.reasoner),
+                "vlm_align": None if self.vlm_align is None else str(self.vlm_align),
+                "vlm": str(self.vlm),
+            },
             "training": self.logs,
             "built_now": list(self.built),
             "build_seconds": round(self.seconds, 1),
@@ -65,23 +73,24 @@ def stage_paths(config: TestbedConfig, cache_dir: Path) -> dict[str, Path]:
 def build_testbed(
     config: TestbedConfig, cache_dir: Path | None = None, *, rebuild: bool = False, progress: bool = False
 ) -> TestbedModels:
-    """Train (or reuse) base, reasoner and VLM for ``config`` under ``cache_dir``."""
+    """Train (or reuse) base, reasoner and VLM (and its alignment stage) for ``config`` under ``cache_dir``."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     paths = stage_paths(config, cache_dir or default_cache_dir())
     started, logs, built = time.perf_counter(), {}, []
-    for stage in STAGES:
-        # Rebuilding the base invalidates both fine-tunes.
-        stale = rebuild or "base" in built
+    for stage in config.stages():
+        # Rebuilding the base invalidates the fine-tunes, rebuilding the alignment stage the VLM.
+        stale = rebuild or "base" in built or (stage == "vlm" and "vlm_align" in built)
         cached = None if stale else _stamp(paths[stage], config, stage)
         if cached is not None:
             logs[stage] = cached
             continue
         logs[stage] = _build_stage(stage, config, paths, progress).to_json()
         built.append(stage)
+    align = paths["vlm_align"] if config.vlm_align else None
     return TestbedModels(
-        config, paths["base"], paths["reasoner"], paths["vlm"], logs, tuple(built), time.perf_counter() - started
+        config, paths["base"], paths["reasoner"], paths["vlm"], align, logs, tuple(built), time.perf_counter() - started
     )
 
 
@@ -97,11 +106,13 @@ def _stamp(path: Path, config: TestbedConfig, stage: str) -> dict[str, object] |
 def _build_stage(stage: str, config: TestbedConfig, paths: dict[str, Path], progress: bool) -> StageLog:
     schedule = getattr(config, stage)
     seed = config.seed * 1000 + STAGES.index(stage) + 1
-    sample = stage_sampler(stage, schedule.text_mix)
+    sample = stage_sampler(stage, schedule.text_mix, schedule.cot_mix)
     if stage == "base":
         model = new_base(config.size, seed)
     elif stage == "reasoner":
         model = load_model(paths["base"])
+    elif stage == "vlm" and config.vlm_align:
+        model = load_model(paths["vlm_align"])
     else:
         model = vlm_from_base(load_model(paths["base"]), config.size, seed)
     record = train_stage(stage, model, schedule, sample, seed, progress=progress)

@@ -3,7 +3,12 @@
 Everything that changes the weights is in ``TestbedConfig``; evaluation sizes are not, so a
 different evaluation reuses the cached models. Keys are per stage: the base's covers the sizes, the
 seed and the base stage; a fine-tune's adds its own stage, so a sweep over fine-tuning settings
-trains the base once.
+trains the base once, and the two regimes (``llava``, ``qwen``) share their base and reasoner.
+
+The regimes differ only in how the VLM is trained (docs/testbed.md, "Testbed v2"): ``llava`` aligns
+a new vision tower and projector against the *frozen* language model (``vlm_align``), then
+fine-tunes everything briefly at a low rate; ``qwen`` trains the language model hard together with
+the new tower, so its task vector is large.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 
 # Bump when the data, tokenizer or training code changes in a way that changes the weights.
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,12 @@ class ModelSize:
 
 @dataclass(frozen=True)
 class Stage:
-    """One training run: AdamW with linear warm-up and cosine decay; ``text_mix`` = share of base text tasks."""
+    """One training run: AdamW with linear warm-up and cosine decay.
+
+    ``text_mix``: share of base text tasks in a fine-tune's batches; ``cot_mix``: share of text
+    problems with their chain of thought in the base's pretraining; ``freeze_language_model``: train
+    only the VLM's vision tower and projector (LLaVA's stage 1), embeddings and head frozen too.
+    """
 
     steps: int
     lr: float
@@ -41,41 +51,55 @@ class Stage:
     warmup: int = 30
     weight_decay: float = 0.01
     text_mix: float = 0.0
+    cot_mix: float = 0.0
     freeze_embeddings: bool = False
+    freeze_language_model: bool = False
 
 
 @dataclass(frozen=True)
 class TestbedConfig:
-    """A testbed: sizes, the base/reasoner/VLM stages and the seed every random draw derives from."""
+    """A testbed: sizes, the base/reasoner/VLM stages and the seed every random draw derives from.
+
+    ``vlm_align`` (None in the ``qwen`` regime) is the VLM's first stage; ``vlm`` continues from it.
+    """
 
     name: str
     size: ModelSize = field(default_factory=ModelSize)
-    base: Stage = Stage(steps=1200, lr=3e-3)
-    reasoner: Stage = Stage(steps=500, lr=2e-3, text_mix=0.2)
-    vlm: Stage = Stage(steps=700, lr=2e-3, text_mix=0.2)
+    base: Stage = Stage(steps=1200, lr=3e-3, cot_mix=0.05)
+    reasoner: Stage = Stage(steps=300, lr=3e-4, text_mix=0.2)
+    vlm_align: Stage | None = Stage(steps=700, lr=2e-3, freeze_language_model=True)
+    vlm: Stage = Stage(steps=300, lr=2e-4, text_mix=0.2)
+    regime: str = "llava"
     seed: int = 0
 
+    def stages(self) -> tuple[str, ...]:
+        """The stages this testbed trains, in order."""
+        return ("base", "reasoner", "vlm_align", "vlm") if self.vlm_align else ("base", "reasoner", "vlm")
+
     def stage_key(self, stage: str) -> str:
-        """Short hash of what determines ``stage``'s weights (the name is only a label)."""
+        """Short hash of what determines ``stage``'s weights (the names are only labels)."""
         size = asdict(self.size)
         text_size = {k: v for k, v in size.items() if not k.startswith("vision_")}
         payload: dict[str, object] = {"format": FORMAT_VERSION, "size": text_size, "seed": self.seed}
         payload["base"] = asdict(self.base)
-        if stage != "base":
-            payload[stage] = asdict(getattr(self, stage))
-        if stage == "vlm":
+        if stage == "reasoner":
+            payload["reasoner"] = asdict(self.reasoner)
+        if stage in ("vlm_align", "vlm"):
             payload["vision"] = {k: v for k, v in size.items() if k.startswith("vision_")}
+            payload["vlm_align"] = asdict(self.vlm_align) if self.vlm_align else None
+        if stage == "vlm":
+            payload["vlm"] = asdict(self.vlm)
         return _digest(payload)
 
     def key(self) -> str:
-        """Hash of the whole testbed (all three stages)."""
-        return _digest({s: self.stage_key(s) for s in ("base", "reasoner", "vlm")})
+        """Hash of the whole testbed (all of its stages)."""
+        return _digest({s: self.stage_key(s) for s in self.stages()})
 
     def with_seed(self, seed: int) -> TestbedConfig:
         return replace(self, seed=seed)
 
     def to_json(self) -> dict[str, object]:
-        keys = {s: self.stage_key(s) for s in ("base", "reasoner", "vlm")}
+        keys = {s: self.stage_key(s) for s in self.stages()}
         return {**asdict(self), "key": self.key(), "stage_keys": keys, "format": FORMAT_VERSION}
 
 
@@ -83,16 +107,31 @@ def _digest(payload: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-# The demo's default; the numbers in docs/testbed.md come from it.
+REGIMES: tuple[str, ...] = ("llava", "qwen")
+
+# The demo's default (the llava regime); the numbers in docs/testbed.md come from these.
 DEFAULT = TestbedConfig(name="default")
+# The qwen regime: no alignment stage, the language model trained hard with the new tower (v1's VLM recipe).
+DEFAULT_QWEN = replace(DEFAULT, name="default-qwen", vlm_align=None, vlm=Stage(steps=700, lr=2e-3, text_mix=0.2), regime="qwen")
 
 # CI / `frankmerge demo --quick`: a few hundred steps of a 3-block, 64-wide model.
 QUICK = TestbedConfig(
     name="quick",
     size=ModelSize(hidden=64, layers=3, intermediate=128, heads=4, kv_heads=4, vision_hidden=32, vision_intermediate=64),
-    base=Stage(steps=500, lr=3e-3, warmup=20),
-    reasoner=Stage(steps=300, lr=3e-3, warmup=20, text_mix=0.2),
-    vlm=Stage(steps=500, lr=3e-3, warmup=20, text_mix=0.2),
+    base=Stage(steps=500, lr=3e-3, warmup=20, cot_mix=0.05),
+    reasoner=Stage(steps=250, lr=1e-3, warmup=20, text_mix=0.2),
+    vlm_align=Stage(steps=400, lr=3e-3, warmup=20, freeze_language_model=True),
+    vlm=Stage(steps=150, lr=3e-4, warmup=20, text_mix=0.2),
 )
+QUICK_QWEN = replace(QUICK, name="quick-qwen", vlm_align=None, vlm=Stage(steps=500, lr=3e-3, warmup=20, text_mix=0.2), regime="qwen")
 
-PRESETS: dict[str, TestbedConfig] = {"default": DEFAULT, "quick": QUICK}
+PRESETS: dict[str, TestbedConfig] = {"default": DEFAULT, "default-qwen": DEFAULT_QWEN, "quick": QUICK, "quick-qwen": QUICK_QWEN}
+
+
+def preset(regime: str, quick: bool) -> TestbedConfig:
+    """The built-in testbed of ``regime`` (``llava`` or ``qwen``), full-size or quick."""
+    if regime not in REGIMES:
+        raise ValueError(f"unknown regime {regime!r}; choose one of {', '.join(REGIMES)}")
+    if regime == "llava":
+        return QUICK if quick else DEFAULT
+    return QUICK_QWEN if quick else DEFAULT_QWEN

@@ -5,6 +5,10 @@ Free generation goes through the checkpoint's own processor / tokenizer, chat te
 teacher-forced pass feeds the gold chain of thought and reports next-token accuracy per token kind
 (count, operand, arithmetic, format, answer), so a model that counts correctly but cannot keep
 the format, or the reverse, is visible even when its exact-match score is zero.
+
+A ``<think>``-opened task (``visual_reasoning_think``) scores the same items with ``<think>``
+appended to the generation prompt, as R1-style chat templates do; its replies are recorded with the
+``<think>`` in front, so they are scored and their think blocks counted like any other reply.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ import transformers as tf
 from frankmerge.testbed.trained.encode import IGNORE, Encoder
 from frankmerge.testbed.trained.models import MAX_NEW_TOKENS, load_model
 from frankmerge.testbed.trained.scoring import GenerationScore, score_generations
-from frankmerge.testbed.trained.tasks import Example, eval_set
+from frankmerge.testbed.tiny_tokenizers import THINK_OPEN
+from frankmerge.testbed.trained.tasks import THINK_OPENED_TASKS, Example, eval_set
 from frankmerge.testbed.trained.vocab import END_TOKENS, load_text_tokenizer
 
 log = logging.getLogger(__name__)
 
-VISUAL_TASKS = ("perception", "visual_reasoning")
+VISUAL_TASKS = ("perception", "visual_reasoning", "visual_reasoning_think")
 SAMPLES_KEPT = 3
 
 
@@ -83,9 +88,13 @@ def evaluate_checkpoint(
         if task in VISUAL_TASKS and not is_vlm:
             continue
         examples = eval_set(task, n_items)
-        texts, lengths = generate(model, frontend, examples, batch_size)
+        opened = task in THINK_OPENED_TASKS
+        texts, lengths = generate(model, frontend, examples, batch_size, open_think=opened)
+        if opened:
+            texts = [f"{THINK_OPEN} {text}" for text in texts]
         score = score_generations(texts, [e.answer for e in examples], lengths)
-        forced = teacher_forced_accuracy(model, examples, batch_size) if teacher_forced else {}
+        # A <think>-opened task's teacher forcing would repeat its plain task's exactly.
+        forced = teacher_forced_accuracy(model, examples, batch_size) if teacher_forced and not opened else {}
         results[task] = TaskResult(task, score, forced, tuple(texts[:SAMPLES_KEPT]))
     seconds = time.perf_counter() - started
     log.info("evaluated %s in %.1fs", name, seconds)
@@ -99,7 +108,13 @@ def _messages(example: Example) -> list[dict[str, Any]]:
 
 @torch.inference_mode()
 def generate(
-    model: Any, frontend: Any, examples: Sequence[Example], batch_size: int, max_new_tokens: int = MAX_NEW_TOKENS
+    model: Any,
+    frontend: Any,
+    examples: Sequence[Example],
+    batch_size: int,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    *,
+    open_think: bool = False,
 ) -> tuple[list[str], list[int]]:
     """Greedy replies (special end tokens stripped) and their lengths in tokens, in input order.
 
@@ -107,9 +122,13 @@ def generate(
     merged model carries the reasoner's sampling settings and an 8192-token budget.
 
     Prompts are grouped by token length, so no batch needs padding and batching cannot change a reply.
+    ``open_think`` ends every prompt with ``<think>`` (not part of the returned replies).
     """
     tokenizer = getattr(frontend, "tokenizer", frontend)
-    prompts = [str(frontend.apply_chat_template(_messages(e), add_generation_prompt=True, tokenize=False)) for e in examples]
+    opening = THINK_OPEN if open_think else ""
+    prompts = [
+        str(frontend.apply_chat_template(_messages(e), add_generation_prompt=True, tokenize=False)) + opening for e in examples
+    ]
     encoded = []
     for prompt, example in zip(prompts, examples, strict=True):
         images = [example.image] if example.image is not None else None

@@ -39,10 +39,12 @@ class Scene:
     def count(self, colour: str) -> int:
         return sum(shape.colour == colour for shape in self.shapes)
 
-    def colour_words(self, rng: np.random.Generator) -> list[str]:
-        """The scene as text: one colour word per shape, in random order (the reasoner's context)."""
-        words = [shape.colour for shape in self.shapes]
-        rng.shuffle(words)
+    def grid_words(self, empty: str) -> list[str]:
+        """The scene as text in the image's layout: one word per grid cell in reading order (``empty``
+        where no shape is), so text and image present a scene as the same 16 positions."""
+        words = [empty] * (GRID * GRID)
+        for shape in self.shapes:
+            words[shape.cell] = shape.colour
         return words
 
 

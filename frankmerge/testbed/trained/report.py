@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from frankmerge.testbed.trained.evaluate import ModelEvaluation
-from frankmerge.testbed.trained.tasks import EVAL_TASKS, eval_set
+from frankmerge.testbed.trained.tasks import EVAL_TASKS, THINK_OPENED_TASKS, eval_set
 
 TF_KINDS: tuple[str, ...] = ("count", "operand", "arithmetic", "format", "answer")
 
@@ -15,7 +15,7 @@ TF_KINDS: tuple[str, ...] = ("count", "operand", "arithmetic", "format", "answer
 @dataclass(frozen=True)
 class Row:
     name: str
-    group: str  # parent | control | frank | baseline
+    group: str  # parent | control | frank | baseline | sft | drift
     evaluation: ModelEvaluation
 
 
@@ -23,7 +23,7 @@ def chance_levels(n_items: int) -> dict[str, float]:
     """Accuracy of always giving the most frequent number of each evaluation set (for perception,
     after echoing the asked colour correctly: "red" + the most frequent count)."""
     levels = {}
-    for task in EVAL_TASKS:
+    for task in (*EVAL_TASKS, *THINK_OPENED_TASKS):
         answers = Counter(e.answer.split()[-1] for e in eval_set(task, n_items))
         levels[task] = answers.most_common(1)[0][1] / n_items
     return levels
@@ -41,7 +41,7 @@ def results_table(rows: Sequence[Row], chance: dict[str, float]) -> str:
     """Free-generation accuracy (95% Wilson interval) on each task, think-block shape and teacher-forced
     accuracy by token kind on visual reasoning (text reasoning for text-only models)."""
     header = (
-        f"{'model':22} {'group':9} {'perception':17} {'text reasoning':17} {'visual reasoning':17} "
+        f"{'model':22} {'group':9} {'perception':17} {'text reasoning':17} {'visual reasoning':17} {'visual, <think>':17} "
         f"{'think ok':>8} {'tokens':>6} | teacher-forced " + " ".join(f"{k[:5]:>5}" for k in TF_KINDS)
     )
     lines = [header, "-" * len(header)]
@@ -55,7 +55,7 @@ def results_table(rows: Sequence[Row], chance: dict[str, float]) -> str:
         marker = "" if task == "visual_reasoning" else " (text)"
         lines.append(
             f"{row.name:22} {row.group:9} {_cell(e, 'perception'):17} {_cell(e, 'text_reasoning'):17} "
-            f"{_cell(e, 'visual_reasoning'):17} {think:>8} {tokens:>6} | {'':14} {forced}{marker}"
+            f"{_cell(e, 'visual_reasoning'):17} {_cell(e, 'visual_reasoning_think'):17} {think:>8} {tokens:>6} | {'':14} {forced}{marker}"
         )
     lines.append(
         "chance (most frequent count / result): "

@@ -3,8 +3,10 @@
 Reasoning problems combine colour counts (x+2y, 2x+y, x·y, x+y+z). The chain of thought first
 states *every* colour's count in a fixed order ("red 2 green 0 ..."), then substitutes each operand
 by naming its colour again and giving its count ("red 2 + 2 * blue 1"), then computes. Text
-problems give the scene as colour words; visual problems give it as an image, which only a merged
-model can combine with the reasoner's chain of thought.
+problems give the scene as words in the image's layout (the 4×4 grid of cells in reading order, one
+word per cell, ``_`` for an empty one: 16 words right before the question, as the image's 16
+patches are); visual problems give
+it as an image, which only a merged (or DRIFT-tuned) model can combine with the chain of thought.
 
 Every count is predicted right after its colour word, in answers too ("how many red ?" -> "red 2"):
 the model then counts the scene's tokens that match the current token, a static association that
@@ -24,7 +26,7 @@ import numpy as np
 
 from frankmerge.testbed.tiny_tokenizers import THINK_CLOSE, THINK_OPEN
 from frankmerge.testbed.trained.images import Scene, random_scene, render
-from frankmerge.testbed.trained.vocab import COLOURS
+from frankmerge.testbed.trained.vocab import COLOURS, EMPTY_CELL
 
 TOKEN_KINDS: tuple[str, ...] = ("count", "operand", "arithmetic", "format", "answer", "copy")
 REASONING_KINDS: tuple[str, ...] = ("count", "operand", "arithmetic", "format", "answer")
@@ -59,8 +61,20 @@ class Example:
     follow_ups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # further (question, answer words) turns
 
 
-def _context(scene: Scene, rng: np.random.Generator) -> str:
-    return " ".join([*scene.colour_words(rng), "."])
+def _context(scene: Scene) -> str:
+    """The scene as text: its grid of cells in reading order, exactly as the image's 16 patches come
+    before the question, with no separator (an image has none either)."""
+    return " ".join(scene.grid_words(EMPTY_CELL))
+
+
+def counts_listing(scene: Scene) -> tuple[list[str], list[str]]:
+    """Every colour and its count in fixed order ("red 2 green 0 ..."), and each word's kind: how the
+    chain of thought opens, and what a caption says."""
+    words, kinds = [], []
+    for colour in COLOURS:
+        words += [colour, str(scene.count(colour))]
+        kinds += ["format", "count"]
+    return words, kinds
 
 
 def _fill(template: str, values: list[str]) -> tuple[list[str], list[bool]]:
@@ -75,10 +89,8 @@ def _fill(template: str, values: list[str]) -> tuple[list[str], list[bool]]:
 
 def chain_of_thought(scene: Scene, problem: Problem, colours: list[str]) -> tuple[list[str], list[str], int]:
     """The reasoner's target: every colour's count in fixed order, the named substitution, the result."""
-    words, kinds = [THINK_OPEN], ["format"]
-    for colour in COLOURS:
-        words += [colour, str(scene.count(colour))]
-        kinds += ["format", "count"]
+    listing, listing_kinds = counts_listing(scene)
+    words, kinds = [THINK_OPEN, *listing], ["format", *listing_kinds]
     expr, slots = _fill(problem.template, colours)
     counts = [scene.count(c) for c in colours]
     words += [*expr, "="]
@@ -101,7 +113,7 @@ def reasoning(rng: np.random.Generator, visual: bool) -> Example:
     question = " ".join(_fill(problem.template, colours)[0]) + " ?"
     if visual:
         return Example("visual_reasoning", question, tuple(words), tuple(kinds), str(result), render(scene, rng))
-    return Example("text_reasoning", f"{_context(scene, rng)} {question}", tuple(words), tuple(kinds), str(result))
+    return Example("text_reasoning", f"{_context(scene)} {question}", tuple(words), tuple(kinds), str(result))
 
 
 def _count_answer(scene: Scene, subject: str) -> tuple[str, str]:
@@ -131,11 +143,24 @@ def perception_dialogue(rng: np.random.Generator) -> Example:
     return Example("perception", first, answers[0], ("format", "answer"), " ".join(answers[0]), render(scene, rng), turns)
 
 
+DESCRIBE = "describe the image"
+
+
 def caption(rng: np.random.Generator) -> Example:
-    """VLM alignment data (LLaVA's first stage is captioning): the shapes' colours in reading order."""
+    """VLM alignment data (LLaVA's first stage is captioning): every colour's count, in the order the
+    chain of thought lists them, which the base learned to say about text scenes (``describe_text``)."""
     scene = random_scene(rng)
-    words = tuple(shape.colour for shape in sorted(scene.shapes, key=lambda s: s.cell)) + (".",)
-    return Example("caption", "describe the image", words, ("copy",) * len(words), " ".join(words), render(scene, rng))
+    words, kinds = counts_listing(scene)
+    target = (*words, ".")
+    return Example("caption", DESCRIBE, target, (*kinds, "format"), " ".join(target), render(scene, rng))
+
+
+def describe_text(rng: np.random.Generator) -> Example:
+    """The base's text counterpart of a caption: a text scene, "describe the image", the counts listing."""
+    scene = random_scene(rng)
+    words, kinds = counts_listing(scene)
+    target = (*words, ".")
+    return Example("describe_text", f"{_context(scene)} {DESCRIBE}", target, (*kinds, "format"), " ".join(target))
 
 
 def vlm_data(rng: np.random.Generator) -> Example:
@@ -154,7 +179,7 @@ def count_text(rng: np.random.Generator) -> Example:
     subjects = [str(c) for c in rng.permutation([*COLOURS, "shapes"])[: int(rng.integers(2, 5))]]
     answers = [_count_answer(scene, s) for s in subjects]
     turns = tuple((f"how many {s} ?", a) for s, a in zip(subjects[1:], answers[1:], strict=True))
-    prompt = f"{_context(scene, rng)} how many {subjects[0]} ?"
+    prompt = f"{_context(scene)} how many {subjects[0]} ?"
     return Example("count_text", prompt, answers[0], ("format", "answer"), " ".join(answers[0]), follow_ups=turns)
 
 
@@ -176,8 +201,9 @@ def arithmetic(rng: np.random.Generator) -> Example:
 
 BASE_TASKS: Mapping[str, tuple[float, Callable[[np.random.Generator], Example]]] = {
     "copy": (0.2, copy_words),
-    "count_text": (0.4, count_text),
-    "colour_text": (0.1, colour_text),
+    "count_text": (0.35, count_text),
+    "describe_text": (0.1, describe_text),
+    "colour_text": (0.05, colour_text),
     "arithmetic": (0.3, arithmetic),
 }
 
@@ -189,15 +215,24 @@ def base_text(rng: np.random.Generator) -> Example:
     return BASE_TASKS[names[int(rng.choice(len(names), p=weights / weights.sum()))]][1](rng)
 
 
-def stage_sampler(stage: str, text_mix: float) -> Callable[[np.random.Generator], Example]:
-    """The training distribution of a stage: its own task, with ``text_mix`` of base text mixed in."""
+def stage_sampler(stage: str, text_mix: float, cot_mix: float = 0.0) -> Callable[[np.random.Generator], Example]:
+    """The training distribution of a stage: its own task, with ``text_mix`` of base text mixed in.
+
+    ``cot_mix`` is the base's share of text problems with their chain of thought: a little of the
+    reasoner's format in pretraining, so that the reasoner's fine-tune elicits rather than teaches.
+    """
     own: dict[str, Callable[[np.random.Generator], Example]] = {
         "base": base_text,
         "reasoner": lambda rng: reasoning(rng, visual=False),
+        "vlm_align": vlm_data,
         "vlm": vlm_data,
     }
+    if stage not in own:
+        raise ValueError(f"unknown testbed stage {stage!r}; known: {', '.join(own)}")
 
     def sample(rng: np.random.Generator) -> Example:
+        if stage == "base" and cot_mix and rng.random() < cot_mix:
+            return reasoning(rng, visual=False)
         return base_text(rng) if stage != "base" and rng.random() < text_mix else own[stage](rng)
 
     return sample
@@ -208,9 +243,17 @@ EVAL_TASKS: Mapping[str, Callable[[np.random.Generator], Example]] = {
     "text_reasoning": lambda rng: reasoning(rng, visual=False),
     "visual_reasoning": lambda rng: reasoning(rng, visual=True),
 }
+# Evaluated on another task's items with the answer opened by <think>, as R1-style chat templates do.
+THINK_OPENED_TASKS: Mapping[str, str] = {"visual_reasoning_think": "visual_reasoning"}
 EVAL_SEED = 20_250_516  # fixed, independent of the training seed, so every testbed is scored on the same items
 
 
+def items_of(task: str) -> str:
+    """The task whose items ``task`` is scored on (itself, or the plain task of a <think>-opened one)."""
+    return THINK_OPENED_TASKS.get(task, task)
+
+
 def eval_set(task: str, n: int, seed: int = EVAL_SEED) -> list[Example]:
+    task = items_of(task)
     rng = np.random.default_rng([seed, list(EVAL_TASKS).index(task)])
     return [EVAL_TASKS[task](rng) for _ in range(n)]

@@ -35,6 +35,7 @@ class StageLog:
     seconds: float
     trainable_parameters: int
     losses: list[tuple[int, float]] = field(default_factory=list)
+    frozen_unchanged: bool | None = None  # a frozen language model came out bit-identical (None: nothing frozen)
 
     @property
     def final_loss(self) -> float:
@@ -48,6 +49,7 @@ class StageLog:
             "trainable_parameters": self.trainable_parameters,
             "final_loss": self.final_loss,
             "losses": self.losses,
+            "frozen_unchanged": self.frozen_unchanged,
         }
 
 
@@ -75,6 +77,7 @@ def train_stage(
     encoder = Encoder()
     if stage.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    frozen_before = _freeze_language_model(model) if stage.freeze_language_model else None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay, betas=(0.9, 0.98))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, stage))
@@ -95,8 +98,25 @@ def train_stage(
             record.losses.append((step + 1, round(sum(window) / len(window), 4)))
             bar.set_postfix(loss=f"{record.losses[-1][1]:.3f}")
             window = []
-    model.get_input_embeddings().weight.requires_grad_(True)
+    if frozen_before is not None:
+        record.frozen_unchanged = all(torch.equal(frozen_before[n], p) for n, p in model.named_parameters() if n in frozen_before)
+    for p in model.parameters():
+        p.requires_grad_(True)
     model.eval()
     record.seconds = time.perf_counter() - started
     log.info("%s: %d steps in %.1fs, final loss %.4f", name, stage.steps, record.seconds, record.final_loss)
     return record
+
+
+def _freeze_language_model(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """LLaVA's stage 1: only the vision tower and projector train; returns copies of the frozen weights."""
+    trainable = ("vision_tower", "multi_modal_projector")
+    if not any(part in n for n, _ in model.named_parameters() for part in trainable):
+        raise ValueError("freeze_language_model needs a VLM with a vision tower and projector")
+    frozen = {}
+    for name, param in model.named_parameters():
+        keep = any(part in name.split(".") for part in trainable)
+        param.requires_grad_(keep)
+        if not keep:
+            frozen[name] = param.detach().clone()
+    return frozen

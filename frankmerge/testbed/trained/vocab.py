@@ -29,7 +29,8 @@ IMAGE_TOKEN = "<image>"
 COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow")
 MAX_NUMBER = 16
 NUMBERS: tuple[str, ...] = tuple(str(i) for i in range(MAX_NUMBER + 1))
-WORDS: tuple[str, ...] = ("how", "many", "shapes", "?", ".", "copy", "first", "last", "colour", "+", "*", "=")
+EMPTY_CELL = "_"  # an empty grid cell in a text scene
+WORDS: tuple[str, ...] = ("how", "many", "shapes", "?", ".", "copy", "first", "last", "colour", "+", "*", "=", EMPTY_CELL)
 # Stripped from decoded generations before scoring; <think> / </think> stay (the scorer reads them).
 END_TOKENS: tuple[str, ...] = (IM_END, EOS, PAD, BOS, UNK)
 
