@@ -5,7 +5,8 @@
 
 For each model: free-generation accuracy per task as the mean over seeds with each seed's value, and
 the teacher-forced next-token accuracy on visual reasoning by token kind (mean over seeds); then the
-attention profile, the task-vector statistics and the best cell of the λ grid per seed.
+attention profile, the task-vector statistics, the best cell of the λ grid per seed and the regime's
+verdict by the criteria of docs/testbed.md ("Testbed v2"; ``frankmerge.testbed.trained.verdict``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import json
 import statistics
 from pathlib import Path
 
-TASKS = ("perception", "text_reasoning", "visual_reasoning")
+from frankmerge.testbed.trained.verdict import across_seeds, models_from_json
+
+TASKS = ("perception", "text_reasoning", "visual_reasoning", "visual_reasoning_think")
 KINDS = ("count", "operand", "arithmetic", "format", "answer")
 
 
@@ -31,8 +34,10 @@ def model_table(runs: list[dict]) -> str:
     names = [e["name"] for e in runs[0]["evaluations"]]
     groups = {e["name"]: e["group"] for e in runs[0]["evaluations"]}
     lines = [
-        "| model | group | perception | text reasoning | visual reasoning | " + " | ".join(f"tf {k}" for k in KINDS) + " |",
-        "|---|---|---|---|---|" + "---|" * len(KINDS),
+        "| model | group | perception | text reasoning | visual reasoning | visual, `<think>` | "
+        + " | ".join(f"tf {k}" for k in KINDS)
+        + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(KINDS),
     ]
     for name in names:
         per_seed = [next((e for e in r["evaluations"] if e["name"] == name), None) for r in runs]
@@ -124,6 +129,13 @@ def main() -> None:
         print(regime_lines(data))
         return
     print(model_table(data), profile_lines(data), task_vector_lines(data), grid_lines(data), sep="\n\n")
+    print()
+    print("\n".join(verdict_lines(data)))
+
+
+def verdict_lines(runs: list[dict]) -> list[str]:
+    regime = runs[0].get("options", {}).get("regime", "v1")
+    return across_seeds([models_from_json(r["evaluations"]) for r in runs], runs[0]["chance"], regime)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,13 @@ from PIL import Image
 
 from frankmerge.testbed.trained.build import TestbedModels, build_testbed
 from frankmerge.testbed.trained.config import DEFAULT, QUICK, TestbedConfig
-from frankmerge.testbed.trained.drift_study import DriftRun, DriftSettings, build_testbed_prior, run_fine_tunes, write_training_set
+from frankmerge.testbed.trained.drift_study import (
+    DriftRun,
+    DriftSettings,
+    build_testbed_prior,
+    run_fine_tunes,
+    write_training_set,
+)
 from frankmerge.testbed.trained.encode import Encoder
 from frankmerge.testbed.trained.evaluate import evaluate_checkpoint
 from frankmerge.testbed.trained.plots import coefficients_png, lambda_map_png
@@ -245,7 +251,11 @@ def run_demo(workdir: Path, options: DemoOptions | None = None) -> DemoResult:
             "settings": None if options.drift is None else asdict(options.drift),
             "training_set": None
             if training_set is None
-            else {"path": str(training_set.path), "n_items": training_set.n_items, "dropped_as_evaluated": training_set.n_dropped},
+            else {
+                "path": str(training_set.path),
+                "n_items": training_set.n_items,
+                "dropped_as_evaluated": training_set.n_dropped,
+            },
             "runs": [r.to_json() for r in fine_tunes],
         },
         "verdict": verdict,
@@ -265,10 +275,7 @@ def _verdict_models(rows: list[Row]) -> list[Model]:
         Model(
             r.name,
             r.group,
-            {
-                task: Score(result.generation.accuracy, *result.generation.ci95)
-                for task, result in r.evaluation.tasks.items()
-            },
+            {task: Score(result.generation.accuracy, *result.generation.ci95) for task, result in r.evaluation.tasks.items()},
         )
         for r in rows
     ]

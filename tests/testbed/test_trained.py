@@ -19,6 +19,7 @@ from frankmerge import MergeRecipe, Parameters, merge
 from frankmerge.demo import DemoOptions, DemoResult, run_demo
 from frankmerge.testbed.trained.build import build_testbed
 from frankmerge.testbed.trained.config import QUICK
+from frankmerge.testbed.trained.drift_study import problem_key
 from frankmerge.testbed.trained.encode import Encoder
 from frankmerge.testbed.trained.scoring import score_generations, well_formed_think, wilson_interval
 from frankmerge.testbed.trained.tasks import eval_set, perception_dialogue
@@ -74,11 +75,68 @@ def test_every_merge_loads_runs_and_is_reported(quick_demo: DemoResult) -> None:
         assert outcome.spec.name in evaluated  # evaluation loaded it with AutoModelForImageTextToText and generated
         assert (outcome.path / "config.json").is_file()
     data = json.loads((quick_demo.workdir / "demo_results.json").read_text())
-    assert {"profile", "task_vectors", "merges", "evaluations", "lambda_grid", "timings", "chance"} <= data.keys()
+    keys = {"profile", "task_vectors", "merges", "evaluations", "lambda_grid", "timings", "chance", "fine_tunes", "verdict"}
+    assert keys <= data.keys()
     assert len(data["lambda_grid"]) == 4
     assert len(data["profile"]["a_l"]) == QUICK.size.layers
     for key in ("coefficients_plot", "lambda_map_plot", "profile_plot"):
         assert Path(quick_demo.files[key]).is_file()
+
+
+def test_alignment_stage_freezes_the_whole_language_model(quick_demo: DemoResult) -> None:
+    """LLaVA's stage 1: only the vision tower and projector move; embeddings, blocks, norm and head
+    come out bit-identical to the base's. Stage 2 then moves the language model (a small τ_V)."""
+    models = quick_demo.models
+    assert models.vlm_align is not None
+    assert models.logs["vlm_align"]["frozen_unchanged"] is True
+    base = _tensors(models.base)
+    aligned = _tensors(models.vlm_align)
+    tuned = _tensors(models.vlm)
+    language = {n: n.replace("model.language_model.", "model.") for n in aligned if "language_model" in n}
+    assert len(language) == len(base)  # every base tensor (tied head included) has its copy in the VLM
+    for vlm_name, base_name in language.items():
+        assert torch.equal(aligned[vlm_name], base[base_name]), vlm_name
+    assert any(not torch.equal(tuned[n], aligned[n]) for n in language)  # stage 2 trains the language model
+    vision = [n for n in aligned if "vision_tower" in n or "multi_modal_projector" in n]
+    assert models.logs["vlm_align"]["trainable_parameters"] == sum(aligned[n].numel() for n in vision)
+
+
+def test_sft_and_drift_fine_tunes_run_and_are_evaluated(quick_demo: DemoResult) -> None:
+    """The quick demo fine-tunes the VLM on the multimodal chain-of-thought set with plain SFT, with
+    DRIFT, and after a merge, through drift_train; each run is a loadable VLM that was evaluated."""
+    runs = {r.name: r for r in quick_demo.fine_tunes}
+    assert set(runs) == {"sft", "drift_adaptive", "frank_no_prior_then_sft"}
+    groups = {r.name: r.group for r in quick_demo.rows}
+    assert groups["sft"] == "sft" and groups["drift_adaptive"] == "drift"
+    vlm = _tensors(quick_demo.models.vlm)
+    sft, drift = _tensors(runs["sft"].path), _tensors(runs["drift_adaptive"].path)
+    block = next(n for n in vlm if "language_model.layers.0.mlp.down_proj" in n)
+    assert not torch.equal(sft[block], vlm[block])  # SFT trained the decoder
+    assert not torch.equal(drift[block], sft[block])  # the guidance changed the updates
+    tower = next(n for n in vlm if "vision_tower" in n and n.endswith("weight"))
+    assert torch.equal(sft[tower], vlm[tower])  # the paper's setting: vision tower frozen
+    assert runs["drift_adaptive"].report["prior_movement"] is not None
+    for run in runs.values():
+        assert (run.path / "drift_report.json").is_file()
+        assert run.final_loss is not None and run.final_loss == run.final_loss  # finite, not NaN
+    data = json.loads((quick_demo.workdir / "demo_results.json").read_text())
+    jsonl = Path(data["fine_tunes"]["training_set"]["path"])
+    evaluated = {problem_key(e) for e in eval_set("visual_reasoning", N_ITEMS)}
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(records) == data["fine_tunes"]["training_set"]["n_items"]
+    for record in records:
+        question = record["messages"][0]["content"].removeprefix("<image>")
+        assert (question, tuple(record["messages"][1]["content"].split())) not in evaluated
+
+
+def test_think_opened_evaluation_and_verdict(quick_demo: DemoResult) -> None:
+    vlm = next(r for r in quick_demo.rows if r.name == "vlm").evaluation
+    opened = vlm.tasks["visual_reasoning_think"]
+    assert all(sample.startswith("<think>") for sample in opened.samples)
+    assert opened.teacher_forced == {}  # it would repeat the plain task's
+    assert vlm.tasks["visual_reasoning"].teacher_forced
+    assert len(quick_demo.verdict) == 3
+    assert quick_demo.verdict[0].startswith("1. [llava] The reasoner's decoder under the VLM's vision tower")
 
 
 def _tensors(directory: Path) -> dict[str, torch.Tensor]:

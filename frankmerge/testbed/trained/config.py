@@ -123,7 +123,9 @@ QUICK = TestbedConfig(
     vlm_align=Stage(steps=400, lr=3e-3, warmup=20, freeze_language_model=True),
     vlm=Stage(steps=150, lr=3e-4, warmup=20, text_mix=0.2),
 )
-QUICK_QWEN = replace(QUICK, name="quick-qwen", vlm_align=None, vlm=Stage(steps=500, lr=3e-3, warmup=20, text_mix=0.2), regime="qwen")
+QUICK_QWEN = replace(
+    QUICK, name="quick-qwen", vlm_align=None, vlm=Stage(steps=500, lr=3e-3, warmup=20, text_mix=0.2), regime="qwen"
+)
 
 PRESETS: dict[str, TestbedConfig] = {"default": DEFAULT, "default-qwen": DEFAULT_QWEN, "quick": QUICK, "quick-qwen": QUICK_QWEN}
 

@@ -25,10 +25,10 @@ from typing import Any
 import torch
 import transformers as tf
 
+from frankmerge.testbed.tiny_tokenizers import THINK_OPEN
 from frankmerge.testbed.trained.encode import IGNORE, Encoder
 from frankmerge.testbed.trained.models import MAX_NEW_TOKENS, load_model
 from frankmerge.testbed.trained.scoring import GenerationScore, score_generations
-from frankmerge.testbed.tiny_tokenizers import THINK_OPEN
 from frankmerge.testbed.trained.tasks import THINK_OPENED_TASKS, Example, eval_set
 from frankmerge.testbed.trained.vocab import END_TOKENS, load_text_tokenizer
 

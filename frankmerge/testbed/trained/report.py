@@ -55,7 +55,8 @@ def results_table(rows: Sequence[Row], chance: dict[str, float]) -> str:
         marker = "" if task == "visual_reasoning" else " (text)"
         lines.append(
             f"{row.name:22} {row.group:9} {_cell(e, 'perception'):17} {_cell(e, 'text_reasoning'):17} "
-            f"{_cell(e, 'visual_reasoning'):17} {_cell(e, 'visual_reasoning_think'):17} {think:>8} {tokens:>6} | {'':14} {forced}{marker}"
+            f"{_cell(e, 'visual_reasoning'):17} {_cell(e, 'visual_reasoning_think'):17} "
+            f"{think:>8} {tokens:>6} | {'':14} {forced}{marker}"
         )
     lines.append(
         "chance (most frequent count / result): "

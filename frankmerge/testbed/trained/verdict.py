@@ -108,3 +108,88 @@ def verdict_lines(models: Sequence[Model], chance: Mapping[str, float], regime: 
             summary += " (one seed; docs/testbed.md has three)."
         lines.append(summary)
     return lines
+
+
+def models_from_json(evaluations: Sequence[Mapping[str, object]]) -> list[Model]:
+    """``Model``s from the ``evaluations`` list of a ``demo_results.json``."""
+    models = []
+    for entry in evaluations:
+        tasks: Mapping[str, Mapping[str, object]] = entry["tasks"]  # type: ignore[assignment]
+        scores = {task: Score(float(r["accuracy"]), *map(float, r["ci95"])) for task, r in tasks.items()}  # type: ignore[arg-type]
+        models.append(Model(str(entry["name"]), str(entry["group"]), scores))
+    return models
+
+
+# Two-sided 95 % Student t quantiles by degrees of freedom (n seeds - 1).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Mean of per-seed differences with its 95 % t interval (None with fewer than two seeds)."""
+
+    mean: float
+    low: float | None
+    high: float | None
+    n: int
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+
+    def text(self) -> str:
+        interval = "" if self.low is None else f" [{self.low:+.2f}, {self.high:+.2f}]"
+        return f"{self.mean:+.2f}{interval}"
+
+
+def paired(differences: Sequence[float]) -> Paired:
+    n = len(differences)
+    mean = sum(differences) / n
+    if n < 2:
+        return Paired(mean, None, None, n)
+    sd = (sum((d - mean) ** 2 for d in differences) / (n - 1)) ** 0.5
+    half = T95.get(n - 1, 1.96) * sd / n**0.5
+    return Paired(mean, mean - half, mean + half, n)
+
+
+def best_visual(model: Model) -> float:
+    best = model.visual()
+    return best[1].accuracy if best else float("nan")
+
+
+def across_seeds(runs: Sequence[Sequence[Model]], chance: Mapping[str, float], regime: str) -> list[str]:
+    """The regime's verdict over seeds, by the criteria fixed in docs/testbed.md: how often the
+    necessary condition holds, which merges transfer in at least 2 of 3 seeds (the winner is the best
+    mean among them), and DRIFT against SFT and against the best merge (paired t intervals)."""
+    n = len(runs)
+    by_seed = [{m.name: m for m in models} for models in runs]
+    held = sum(necessary_condition(s["reasoner_in_vlm"], chance) for s in by_seed if "reasoner_in_vlm" in s)
+    lines = [f"[{regime}] necessary condition (reasoner under the VLM's tower above chance): {held} of {n} seeds"]
+    merge_names = [m.name for m in runs[0] if m.group in MERGE_GROUPS]
+    counts = {name: sum(transfers(s[name], s["vlm"], chance) for s in by_seed if name in s) for name in merge_names}
+    needed = 2 if n >= 3 else n
+    passing = [name for name, count in counts.items() if count >= needed]
+    mean_visual = {name: sum(best_visual(s[name]) for s in by_seed) / n for name in merge_names}
+    if passing:
+        winner = max(passing, key=lambda name: mean_visual[name])
+        lines.append(
+            f"[{regime}] merging transfers: {', '.join(f'{p} ({counts[p]}/{n})' for p in passing)}; "
+            f"winner {winner} (mean visual reasoning {mean_visual[winner]:.2f})"
+        )
+    else:
+        top = max(merge_names, key=lambda name: mean_visual[name]) if merge_names else None
+        best = f"; best mean {top} {mean_visual[top]:.2f}" if top else ""
+        lines.append(f"[{regime}] merging does not transfer (no merge passes in {needed} of {n} seeds){best}")
+    if all("sft" in s for s in by_seed):
+        for name in [m.name for m in runs[0] if m.group == "drift"]:
+            vs_sft = paired([best_visual(s[name]) - best_visual(s["sft"]) for s in by_seed])
+            vs_merge = paired(
+                [best_visual(s[name]) - max(best_visual(s[m]) for m in merge_names) for s in by_seed] if merge_names else [0.0]
+            )
+            sft_verdict = "beats SFT" if vs_sft.excludes_zero and vs_sft.mean > 0 else "does not beat SFT"
+            merge_verdict = "beats" if vs_merge.excludes_zero and vs_merge.mean > 0 else "does not beat"
+            lines.append(
+                f"[{regime}] {name} − sft: {vs_sft.text()} ({sft_verdict}); "
+                f"− best merge: {vs_merge.text()} ({merge_verdict} merging)"
+            )
+    return lines
