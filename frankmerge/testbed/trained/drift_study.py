@@ -97,7 +97,7 @@ class DriftRun:
     report: dict[str, object] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
-        movement = self.report.get("prior_movement")
+        movement = self.report.get("movement_along_prior")
         return {
             "name": self.name,
             "variant": self.variant,
@@ -105,7 +105,7 @@ class DriftRun:
             "path": str(self.path),
             "seconds": round(self.seconds, 2),
             "final_loss": self.final_loss,
-            "prior_movement": movement,
+            "movement_along_prior": movement.get("all") if isinstance(movement, dict) else None,
         }
 
 
