@@ -25,15 +25,17 @@ from tqdm.auto import tqdm
 from frankmerge.checkpoints.dtypes import OUTPUT_DTYPES
 from frankmerge.checkpoints.output import (
     check_free_space,
+    check_output_apart,
     check_output_free,
     copy_side_files,
     staging_directory,
     verify_output,
     write_config,
 )
+from frankmerge.checkpoints.resolve import resolve_checkpoint
 from frankmerge.checkpoints.writer import PlannedTensor, ShardedWriter, parse_size
 from frankmerge.errors import RecipeError
-from frankmerge.inputs import RoleInput, open_inputs
+from frankmerge.inputs import ROLES, RoleInput, open_inputs
 from frankmerge.methods.frank import BlockCoefficients, BlockStats
 from frankmerge.methods.registry import Method, build_method
 from frankmerge.recipe import MergeRecipe, prior_from_profile
@@ -96,6 +98,7 @@ def merge(
     """
     started = time.perf_counter()
     out = Path(out)
+    check_output_apart(out, _input_paths(recipe))  # before anything is read, --overwrite or not
     check_output_free(out, overwrite=overwrite)
     inputs = open_inputs(recipe)
     previous_threads = torch.get_num_threads()
@@ -140,6 +143,11 @@ def _profile_first(recipe: MergeRecipe, out: Path, scratch: Path, *, progress: b
     profile_for_merge(recipe.vlm, profile_json, allow_download=recipe.allow_download, progress=progress)
     prior = prior_from_profile(profile_json).model_copy(update={"profile": str(out.absolute() / PROFILE_NAME)})
     return recipe.model_copy(update={"prior": prior})
+
+
+def _input_paths(recipe: MergeRecipe) -> dict[str, Path]:
+    """Each role's local directory (hub ids through the cache), resolved without reading a file."""
+    return {role: resolve_checkpoint(getattr(recipe, role), role=role, allow_download=recipe.allow_download) for role in ROLES}
 
 
 def _merge_opened(

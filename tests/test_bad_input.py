@@ -191,6 +191,33 @@ def test_existing_output_is_kept(triple, tmp_path: Path):
     assert not (out / "precious.txt").exists() and (out / "merge_report.json").is_file()
 
 
+def _fingerprint(directory: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(directory)): f.read_bytes() for f in sorted(directory.rglob("*")) if f.is_file()}
+
+
+@pytest.mark.parametrize("where", ["is the vlm", "inside the reasoner", "contains the base", "symlink to the vlm"])
+def test_output_overlapping_an_input_is_refused_even_with_overwrite(triple, tmp_path: Path, where: str):
+    vlm, reasoner, base = triple
+    before = {role: _fingerprint(path) for role, path in zip(("vlm", "reasoner", "base"), triple, strict=True)}
+    if where == "is the vlm":
+        out, needle = vlm, "is the --vlm model"
+    elif where == "inside the reasoner":
+        out, needle = reasoner / "merged", "lies inside the --reasoner model"
+    elif where == "contains the base":
+        out, needle = tmp_path, "contains the --vlm model"
+    else:
+        out, needle = tmp_path / "link", "is the --vlm model"
+        out.symlink_to(vlm, target_is_directory=True)
+    code, output = run_cli(merge_args(vlm, reasoner, base, out, "--no-prior", "--overwrite"))
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    assert code != 0 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], output
+    assert "outside every input" in lines[0]
+    after = {role: _fingerprint(path) for role, path in zip(("vlm", "reasoner", "base"), triple, strict=True)}
+    assert after == before  # no input touched
+    assert not (reasoner / "merged").exists()
+    assert not [p for p in tmp_path.rglob("*frankmerge-partial*")]
+
+
 def test_unknown_recipe_key(triple, tmp_path: Path):
     vlm, reasoner, base = triple
     recipe = tmp_path / "recipe.yaml"

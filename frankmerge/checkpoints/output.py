@@ -37,6 +37,17 @@ def check_output_free(out: Path, *, overwrite: bool) -> None:
         raise OutputExistsError(f"--out {out}: directory exists and is not empty; pass --overwrite or choose another path")
 
 
+def check_output_apart(out: Path, inputs: dict[str, Path]) -> None:
+    """Refuse an ``--out`` that is, contains or lies inside an input (symlinks resolved): writing it,
+    with or without --overwrite, would destroy a model the merge reads."""
+    target = out.resolve()
+    for role, path in inputs.items():
+        source = path.resolve()
+        if target == source or source in target.parents or target in source.parents:
+            relation = "is" if target == source else ("lies inside" if source in target.parents else "contains")
+            raise OutputExistsError(f"--out {out}: {relation} the --{role} model {path}; choose an --out outside every input")
+
+
 def check_free_space(out: Path, needed_bytes: int) -> None:
     parent = out.parent
     parent.mkdir(parents=True, exist_ok=True)
