@@ -46,7 +46,7 @@ from frankmerge.testbed.trained.study import (
     unmerged_control,
 )
 from frankmerge.testbed.trained.tasks import EVAL_TASKS, THINK_OPENED_TASKS, Example, perception
-from frankmerge.testbed.trained.verdict import Model, Score, verdict_lines
+from frankmerge.testbed.trained.verdict import models_from_json, verdict_lines
 from frankmerge.testbed.trained.vocab import VISUAL_TOKENS
 
 log = logging.getLogger(__name__)
@@ -210,8 +210,9 @@ def run_demo(workdir: Path, options: DemoOptions | None = None) -> DemoResult:
         "|tau_V| / |theta_0| per block: " + " ".join(f"{b.rel_norm_v:.2f}" for b in analysis.blocks),
         "|tau_R| / |theta_0| per block: " + " ".join(f"{b.rel_norm_r:.2f}" for b in analysis.blocks),
     ]
+    evaluations = [{"group": r.group, **r.evaluation.to_json()} for r in rows]
     train_items = training_set.n_items if training_set else 0
-    verdict = verdict_lines(_verdict_models(rows), chance, options.config.regime, train_items)
+    verdict = verdict_lines(models_from_json(evaluations), chance, options.config.regime, train_items)
     lap("plots")
     result = DemoResult(workdir, models, rows, merges, chance, table, summary, verdict, fine_tunes, files, timings)
     data = {
@@ -259,7 +260,7 @@ def run_demo(workdir: Path, options: DemoOptions | None = None) -> DemoResult:
             "runs": [r.to_json() for r in fine_tunes],
         },
         "verdict": verdict,
-        "evaluations": [{"group": r.group, **r.evaluation.to_json()} for r in rows],
+        "evaluations": evaluations,
         "lambda_grid": [c.to_json() for c in cells],
         "files": files,
         "timings": {**timings, "total": round(sum(timings.values()), 2)},
@@ -268,17 +269,6 @@ def run_demo(workdir: Path, options: DemoOptions | None = None) -> DemoResult:
     (workdir / "demo_results.json").write_text(json.dumps(_finite(data), indent=2) + "\n")
     result.files["results"] = str(workdir / "demo_results.json")
     return result
-
-
-def _verdict_models(rows: list[Row]) -> list[Model]:
-    return [
-        Model(
-            r.name,
-            r.group,
-            {task: Score(result.generation.accuracy, *result.generation.ci95) for task, result in r.evaluation.tasks.items()},
-        )
-        for r in rows
-    ]
 
 
 def _profile_images(directory: Path, count: int) -> Path:

@@ -146,21 +146,25 @@ def perception_dialogue(rng: np.random.Generator) -> Example:
 DESCRIBE = "describe the image"
 
 
+def _description(scene: Scene) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What "describe the image" answers, for an image and a text scene alike: the counts listing and "."."""
+    words, kinds = counts_listing(scene)
+    return (*words, "."), (*kinds, "format")
+
+
 def caption(rng: np.random.Generator) -> Example:
     """VLM alignment data (LLaVA's first stage is captioning): every colour's count, in the order the
     chain of thought lists them, which the base learned to say about text scenes (``describe_text``)."""
     scene = random_scene(rng)
-    words, kinds = counts_listing(scene)
-    target = (*words, ".")
-    return Example("caption", DESCRIBE, target, (*kinds, "format"), " ".join(target), render(scene, rng))
+    target, kinds = _description(scene)
+    return Example("caption", DESCRIBE, target, kinds, " ".join(target), render(scene, rng))
 
 
 def describe_text(rng: np.random.Generator) -> Example:
     """The base's text counterpart of a caption: a text scene, "describe the image", the counts listing."""
     scene = random_scene(rng)
-    words, kinds = counts_listing(scene)
-    target = (*words, ".")
-    return Example("describe_text", f"{_context(scene)} {DESCRIBE}", target, (*kinds, "format"), " ".join(target))
+    target, kinds = _description(scene)
+    return Example("describe_text", f"{_context(scene)} {DESCRIBE}", target, kinds, " ".join(target))
 
 
 def vlm_data(rng: np.random.Generator) -> Example:

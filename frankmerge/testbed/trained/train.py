@@ -111,11 +111,15 @@ def train_stage(
 def _freeze_language_model(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """LLaVA's stage 1: only the vision tower and projector train; returns copies of the frozen weights."""
     trainable = ("vision_tower", "multi_modal_projector")
-    if not any(part in n for n, _ in model.named_parameters() for part in trainable):
+
+    def trains(name: str) -> bool:
+        return any(part in name.split(".") for part in trainable)
+
+    if not any(trains(n) for n, _ in model.named_parameters()):
         raise ValueError("freeze_language_model needs a VLM with a vision tower and projector")
     frozen = {}
     for name, param in model.named_parameters():
-        keep = any(part in name.split(".") for part in trainable)
+        keep = trains(name)
         param.requires_grad_(keep)
         if not keep:
             frozen[name] = param.detach().clone()

@@ -57,6 +57,12 @@ def necessary_condition(unmerged: Model, chance: Mapping[str, float]) -> bool:
     return best is not None and best[1].low > chance[best[0]]
 
 
+def best_visual(model: Model) -> float:
+    """Accuracy on the better of the two visual-reasoning prompts (NaN for a model without them)."""
+    best = model.visual()
+    return best[1].accuracy if best else float("nan")
+
+
 def verdict_lines(models: Sequence[Model], chance: Mapping[str, float], regime: str, train_items: int = 300) -> list[str]:
     """Three lines a newcomer can read without the table: can the reasoner see, does merging
     transfer, do the fine-tunes (SFT, DRIFT) beat it. One run's evidence; three seeds decide."""
@@ -77,34 +83,34 @@ def verdict_lines(models: Sequence[Model], chance: Mapping[str, float], regime: 
             + ("." if ok else ", so no merge of this pair can be expected to transfer.")
         )
     merges = [m for m in models if m.group in MERGE_GROUPS and m.visual() is not None]
-    winners = sorted((m for m in merges if transfers(m, vlm, chance)), key=lambda m: -m.visual()[1].accuracy)  # type: ignore[index]
+    winners = sorted((m for m in merges if transfers(m, vlm, chance)), key=lambda m: -best_visual(m))
     vlm_text = f"the VLM itself {vlm_best[1].accuracy:.2f}"
     if winners:
         best = winners[0]
         lines.append(
             f"2. Merging transfers reasoning: {len(winners)} of {len(merges)} merges pass the criterion; best "
-            f"{best.name} {best.visual()[1].accuracy:.2f} on visual reasoning ({vlm_text}, chance "  # type: ignore[index]
+            f"{best.name} {best_visual(best):.2f} on visual reasoning ({vlm_text}, chance "
             f"{chance['visual_reasoning']:.2f}), perception {best.scores['perception'].accuracy:.2f}."
         )
     elif merges:
-        top = max(merges, key=lambda m: m.visual()[1].accuracy)  # type: ignore[index]
+        top = max(merges, key=best_visual)
         lines.append(
-            f"2. No merge transfers reasoning: the best, {top.name}, scores {top.visual()[1].accuracy:.2f} on visual "  # type: ignore[index]
+            f"2. No merge transfers reasoning: the best, {top.name}, scores {best_visual(top):.2f} on visual "
             f"reasoning ({vlm_text}, chance {chance['visual_reasoning']:.2f})."
         )
     tunes = [m for m in models if m.group in FINE_TUNE_GROUPS and m.visual() is not None]
     if tunes:
         sft = by_name.get("sft")
         drifts = [m for m in tunes if m.group == "drift"]
-        parts = [f"{m.name} {m.visual()[1].accuracy:.2f}" for m in tunes]  # type: ignore[index]
-        best_drift = max(drifts, key=lambda m: m.visual()[1].accuracy) if drifts else None  # type: ignore[index]
-        best_merge = max(merges, key=lambda m: m.visual()[1].accuracy) if merges else None  # type: ignore[index]
+        parts = [f"{m.name} {best_visual(m):.2f}" for m in tunes]
+        best_drift = max(drifts, key=best_visual) if drifts else None
+        best_merge = max(merges, key=best_visual) if merges else None
         summary = f"3. Fine-tuning on {train_items} visual chains of thought: " + ", ".join(parts) + "."
         if sft is not None and best_drift is not None:
-            gap = best_drift.visual()[1].accuracy - sft.visual()[1].accuracy  # type: ignore[index]
+            gap = best_visual(best_drift) - best_visual(sft)
             summary += f" Best DRIFT minus SFT: {gap:+.2f}"
             if best_merge is not None:
-                summary += f"; minus the best merge: {best_drift.visual()[1].accuracy - best_merge.visual()[1].accuracy:+.2f}"  # type: ignore[index]
+                summary += f"; minus the best merge: {best_visual(best_drift) - best_visual(best_merge):+.2f}"
             summary += " (one seed; docs/testbed.md has three)."
         lines.append(summary)
     return lines
@@ -150,11 +156,6 @@ def paired(differences: Sequence[float]) -> Paired:
     sd = (sum((d - mean) ** 2 for d in differences) / (n - 1)) ** 0.5
     half = T95.get(n - 1, 1.96) * sd / n**0.5
     return Paired(mean, mean - half, mean + half, n)
-
-
-def best_visual(model: Model) -> float:
-    best = model.visual()
-    return best[1].accuracy if best else float("nan")
 
 
 def across_seeds(runs: Sequence[Sequence[Model]], chance: Mapping[str, float], regime: str) -> list[str]:
