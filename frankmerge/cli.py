@@ -24,7 +24,7 @@ EXIT_BAD_INPUT = 1
 # process without the interpreter's teardown: unloading torch alone takes ~0.8 s, a tenth of a
 # 1.5B merge. Everything they write is closed before they return.
 FAST_EXIT_COMMANDS = frozenset(
-    {"analyze", "benchmarks", "compare", "drift-prior", "layouts", "merge", "profile", "score", "tokens"}
+    {"analyze", "benchmarks", "check", "compare", "drift-prior", "layouts", "merge", "profile", "score", "tokens"}
 )
 _invoked: list[str] = []  # the subcommand this process ran (read by entry_point)
 
@@ -129,6 +129,9 @@ def main(verbose: bool) -> None:
 @click.option("--allow-nonfinite", is_flag=True, default=None, help="Do not stop on NaN/Inf in the inputs.")
 @click.option("--allow-family-mismatch", is_flag=True, default=None, help="Merge decoders of different families.")
 @click.option("--download", "allow_download", is_flag=True, default=None, help="Download hub ids missing from the cache.")
+@click.option(
+    "--strict", is_flag=True, default=None, help="Refuse the merge when a config field that changes the function differs."
+)
 @click.option("--threads", type=int, default=1, show_default=True, help="torch threads for the (memory-bound) arithmetic.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output directory.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
@@ -337,7 +340,7 @@ def layouts() -> None:
 
 # Command groups that live in their own modules (analysis, DRIFT, evaluation) register here;
 # each module exposes COMMANDS, a list of click commands.
-_COMMAND_MODULES = ("frankmerge.cli_analysis", "frankmerge.cli_drift", "frankmerge.cli_eval")
+_COMMAND_MODULES = ("frankmerge.cli_check", "frankmerge.cli_analysis", "frankmerge.cli_drift", "frankmerge.cli_eval")
 
 
 def _register_command_modules() -> None:

@@ -33,7 +33,7 @@ class RoleInput:
 def open_role(role: str, reference: str, recipe: MergeRecipe) -> RoleInput:
     path = resolve_checkpoint(reference, role=role, allow_download=recipe.allow_download)
     config = read_config(path, role)
-    family = family_for(config, role, getattr(recipe.layouts, role))
+    family = family_for(config, role, getattr(recipe.layouts, role, None))
     weights_dir = path / family.weights_subdir if family.weights_subdir else path
     checkpoint = Checkpoint(weights_dir, allow_pickle=recipe.allow_pickle)
     try:

@@ -34,6 +34,7 @@ from frankmerge.checkpoints.output import (
 )
 from frankmerge.checkpoints.resolve import resolve_checkpoint
 from frankmerge.checkpoints.writer import PlannedTensor, ShardedWriter, parse_size
+from frankmerge.doctor import PairCheck, check_pair
 from frankmerge.errors import RecipeError
 from frankmerge.inputs import ROLES, RoleInput, open_inputs
 from frankmerge.methods.frank import BlockCoefficients, BlockStats
@@ -104,18 +105,40 @@ def merge(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
+        pair = check_merge_pair(recipe, inputs)
         with tempfile.TemporaryDirectory(prefix="frankmerge-profile-") as scratch:
             profile_dir = None
             if recipe.method == "frank" and recipe.prior is None:
                 _refuse_profiling_remote_code(inputs["vlm"])
                 recipe, profile_dir = _profile_first(recipe, out, Path(scratch), progress=progress), Path(scratch)
             return _merge_opened(
-                recipe, inputs, out, overwrite=overwrite, progress=progress, chunk=chunk, started=started, profile_dir=profile_dir
+                recipe,
+                inputs,
+                out,
+                overwrite=overwrite,
+                progress=progress,
+                chunk=chunk,
+                started=started,
+                profile_dir=profile_dir,
+                pair=pair,
             )
     finally:
         torch.set_num_threads(previous_threads)
         for item in inputs.values():
             item.checkpoint.close()
+
+
+def check_merge_pair(recipe: MergeRecipe, inputs: dict[str, RoleInput]) -> PairCheck:
+    """The pair doctor as a merge's first step: warn about every finding; ``strict`` refuses the
+    config fields that change what the decoder computes."""
+    pair = check_pair(inputs, think_template=recipe.think_template, carry_tokens=recipe.carry_reasoning_tokens)
+    function_changing = pair.function_warnings()
+    if recipe.strict and function_changing:
+        more = f" (+{len(function_changing) - 1} more)" if len(function_changing) > 1 else ""
+        raise RecipeError(f"--strict: {function_changing[0]}{more}; see `frankmerge check` for the whole table")
+    for line in pair.findings():
+        log.warning("pair check: %s", line)
+    return pair
 
 
 def _refuse_profiling_remote_code(vlm: RoleInput) -> None:
@@ -160,6 +183,7 @@ def _merge_opened(
     chunk: int,
     started: float,
     profile_dir: Path | None = None,
+    pair: PairCheck | None = None,
 ) -> MergeResult:
     vlm = inputs["vlm"]
     layout = vlm.layout
@@ -237,6 +261,7 @@ def _merge_opened(
             wall_time_s=time.perf_counter() - started,
             peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             profile_made_here=profile_dir is not None,
+            compatibility=None if pair is None else pair.to_dict(),
         )
         reproducible = _with_absolute_paths(recipe, inputs)
         write_model_card(staging, out.name, reproducible, result.report)

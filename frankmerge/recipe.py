@@ -117,6 +117,7 @@ class MergeRecipe(_Strict):
     allow_nonfinite: bool = False
     allow_family_mismatch: bool = False
     allow_download: bool = False
+    strict: bool = False  # config fields that change the decoder's function refuse the merge
 
     @model_validator(mode="after")
     def _method_options(self) -> MergeRecipe:

@@ -121,6 +121,7 @@ def write_report(
     wall_time_s: float,
     peak_rss_bytes: int,
     profile_made_here: bool = False,
+    compatibility: dict[str, object] | None = None,
 ) -> dict[str, object]:
     report: dict[str, object] = {
         "tool": "frankmerge",
@@ -141,6 +142,8 @@ def write_report(
         "wall_time_s": round(wall_time_s, 3),
         "peak_rss_bytes": peak_rss_bytes,
     }
+    if compatibility is not None:
+        report["compatibility"] = compatibility
     if recipe.prior is not None and recipe.prior.profile is not None:
         report["profile"] = _profile_record(recipe.prior.profile, directory, profile_made_here)
     (directory / REPORT_NAME).write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
@@ -201,6 +204,21 @@ def _number(value: object) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
+def _compatibility_text(compatibility: object) -> str:
+    """The pair doctor's findings for the card; the merged config is always the VLM's."""
+    if not isinstance(compatibility, dict):
+        return "Not checked."
+    changing = compatibility.get("function_changing") or []
+    head = (
+        f"Config fields that change what the decoder computes differ between the inputs: {', '.join(changing)}. "
+        if changing
+        else "No config field that changes what the decoder computes differs between the inputs. "
+    )
+    head += "The merged model's config is the VLM's."
+    findings = compatibility.get("findings") or []
+    return head + "\n\n" + "\n".join(f"- {line}" for line in findings) if findings else head
+
+
 def write_model_card(directory: Path, title: str, recipe: MergeRecipe, report: dict[str, object]) -> None:
     """README.md with hub front matter, the recipe and a per-block coefficient table."""
     bases = "\n".join(f"- {ref}" for ref in (recipe.vlm, recipe.reasoner, recipe.base))
@@ -244,6 +262,10 @@ and lm_head follow the `{recipe.embeddings}` policy.
 ```
 
 Reproduce with `frankmerge merge frankmerge_recipe.yaml --out DIR`.
+
+## Compatibility
+
+{_compatibility_text(report.get("compatibility"))}
 
 ## Per-block coefficients
 

@@ -75,6 +75,7 @@ def analysis_json(analysis: TaskVectorAnalysis) -> dict[str, Any]:
         "alpha_source": analysis.alpha_source,
         "blocks": blocks,
         "warnings": [{"code": code, "message": message} for code, message in analysis.warnings],
+        "compatibility": analysis.compatibility,
         "wall_time_s": round(analysis.seconds, 3),
     }
     return json_safe(data)

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from frankmerge import kernels
+from frankmerge.doctor import check_pair
 from frankmerge.errors import NonFiniteError, RecipeError
 from frankmerge.inputs import RoleInput, open_inputs
 from frankmerge.methods.frank import BlockStats, frank_coefficients, prior_weights
@@ -118,6 +119,7 @@ class TaskVectorAnalysis:
     lambda_v_eq16: tuple[float, ...]
     warnings: tuple[tuple[str, str], ...]  # (code, message)
     seconds: float
+    compatibility: dict[str, object] | None = None  # the pair doctor's check (frankmerge.doctor)
 
     @property
     def blocks(self) -> tuple[GroupStats, ...]:
@@ -165,6 +167,7 @@ def analyze_task_vectors(
                 f"--profile: profiled a model with {profile_layers} layers, but the VLM has {num_blocks}; "
                 "profile this VLM with `frankmerge profile`"
             )
+        pair = check_pair(inputs)
         rows = _stream(inputs, chunk, progress)
     finally:
         for item in inputs.values():
@@ -187,8 +190,9 @@ def analyze_task_vectors(
         warnings=(),
         seconds=0.0,
     )
-    warnings = tuple((w.code, w.message) for w in diagnose(analysis))
-    return replace(analysis, warnings=warnings, seconds=time.perf_counter() - started)
+    found = [("config", line) for line in pair.function_warnings()] + [("lineage", line) for line in pair.lineage_findings]
+    warnings = tuple(found) + tuple((w.code, w.message) for w in diagnose(analysis))
+    return replace(analysis, warnings=warnings, seconds=time.perf_counter() - started, compatibility=pair.to_dict())
 
 
 def _lambda_v(stats: GroupStats, w_v: float) -> float:

@@ -21,6 +21,7 @@ import torch
 from frankmerge import __version__, kernels
 from frankmerge.checkpoints.dtypes import OUTPUT_DTYPES, dtype_name
 from frankmerge.checkpoints.reader import Checkpoint
+from frankmerge.doctor import check_pair
 from frankmerge.drift.coverage import EMBED, HEAD, canonical_names, group_of, parse_modules, select
 from frankmerge.drift.errors import DriftOptionError, PriorMismatchError
 from frankmerge.drift.prior_file import DriftPrior, PriorEntry, PriorMetadata, PriorWriter, load_prior, with_placeholder_norms
@@ -71,6 +72,8 @@ def build_prior(vlm: str | Path, reasoner: str | Path, out: str | Path, options:
     }
     try:
         plan = _plan(roles["vlm"], roles["reasoner"], modules)
+        for line in check_pair(roles, lineage=False).function_warnings():
+            log.warning("pair check: %s", line)
         other_meaning = _rows_of_other_meaning(roles["vlm"], roles["reasoner"], plan)
         meta = _stream(roles["vlm"], roles["reasoner"], plan, modules, out, options, other_meaning)
     finally:

@@ -31,6 +31,9 @@ class ModelConfig:
     vocab_size: int | None
     tie_word_embeddings: bool | None  # top-level value as the model class resolves it
     raw: dict[str, object] = field(repr=False)
+    # The text decoder's config with the class defaults filled in (transformers' own reading), or the
+    # raw section for remote-code families; what the pair doctor compares.
+    text: dict[str, object] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -66,11 +69,16 @@ def read_config(directory: Path, role: str) -> ModelConfig:
         raise LayoutError(f"--{role} {directory}: {REFUSED[model_type]}")
     remote = remote_text_facts(directory, raw, role)
     if remote is not None:
-        return ModelConfig(model_type, remote["decoder"], remote["num_layers"], remote["vocab_size"], remote["tie"], raw)
+        section = raw.get("llm_config") if isinstance(raw.get("llm_config"), dict) else raw
+        return ModelConfig(
+            model_type, remote["decoder"], remote["num_layers"], remote["vocab_size"], remote["tie"], raw, dict(section)
+        )
     family = BY_MODEL_TYPE.get(model_type)
     if family is not None and family.weights_subdir:  # NVILA: facts from the LLM's own config
         inner = read_config(directory / family.weights_subdir, role)
-        return ModelConfig(model_type, inner.text_model_type, inner.num_layers, inner.vocab_size, inner.tie_word_embeddings, raw)
+        return ModelConfig(
+            model_type, inner.text_model_type, inner.num_layers, inner.vocab_size, inner.tie_word_embeddings, raw, inner.text
+        )
     from transformers import AutoConfig
 
     try:
@@ -94,6 +102,7 @@ def read_config(directory: Path, role: str) -> ModelConfig:
         vocab_size=getattr(text, "vocab_size", None),
         tie_word_embeddings=None if tie is None else bool(tie),
         raw=raw,
+        text=text.to_dict(),
     )
 
 
