@@ -242,15 +242,14 @@ def test_check_command_prints_the_table_and_findings(tiny_triple: Any, tmp_path:
     paths = _legacy_hub_triple(tiny_triple, tmp_path)
     args = [f"--{r}={p}" for r, p in paths.items()]
     report = tmp_path / "check.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "frankmerge.cli", "check", *args, "--json", str(report)], capture_output=True, text=True, check=False
-    )
+    command = [sys.executable, "-m", "frankmerge.cli", "check", *args]
+    done = subprocess.run([*command, "--json", str(report)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "rope_theta" in done.stdout and FUNCTION in done.stdout
     assert "distance to --base" in done.stdout and "findings:" in done.stdout
     saved = json.loads(report.read_text())
     assert saved["function_changing"] == ["rope_theta"]
-    strict = subprocess.run([sys.executable, "-m", "frankmerge.cli", "check", *args, "--strict"], capture_output=True, check=False)
+    strict = subprocess.run([*command, "--strict"], capture_output=True, check=False)
     assert strict.returncode == 1
 
 
