@@ -71,7 +71,11 @@ def main(verbose: bool) -> None:
 @click.argument("recipe_file", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--vlm", help="Vision-language model: local directory or hub id (org/name[@revision]).")
 @click.option("--reasoner", help="Reasoning LLM fine-tuned from the VLM's base LLM.")
-@click.option("--base", help="The base LLM both were fine-tuned from.")
+@click.option("--base", help="The base LLM both were fine-tuned from (the VLM's base).")
+@click.option(
+    "--reasoner-base",
+    help="The reasoner's own base when it is not --base (R1-Distill-Qwen-7B: Qwen2.5-Math-7B); τ_R is taken over it.",
+)
 @click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Output directory.")
 @click.option(
     "--method",
@@ -125,6 +129,7 @@ def main(verbose: bool) -> None:
 @click.option("--vlm-layout", help="Override the detected layout table of the VLM (see `frankmerge layouts`).")
 @click.option("--reasoner-layout", help="Override the reasoner's layout table.")
 @click.option("--base-layout", help="Override the base model's layout table.")
+@click.option("--reasoner-base-layout", help="Override the reasoner base's layout table.")
 @click.option("--allow-pickle", is_flag=True, default=None, help="Load pickled .bin weights (weights_only=True).")
 @click.option("--allow-nonfinite", is_flag=True, default=None, help="Do not stop on NaN/Inf in the inputs.")
 @click.option("--allow-family-mismatch", is_flag=True, default=None, help="Merge decoders of different families.")
@@ -173,7 +178,7 @@ def _recipe_from(recipe_file: Path | None, options: dict[str, Any]):  # type: ig
         data["parameters"] = {**data.get("parameters", {}), **parameters}
     if options.get("reasoning_tokens") is not None:
         options["reasoning_tokens"] = [t.strip() for t in options["reasoning_tokens"].split(",") if t.strip()]
-    layouts = {role: options.pop(f"{role}_layout") for role in ("vlm", "reasoner", "base")}
+    layouts = {role: options.pop(f"{role}_layout") for role in ("vlm", "reasoner", "base", "reasoner_base")}
     if any(layouts.values()):
         data["layouts"] = {**data.get("layouts", {}), **{k: v for k, v in layouts.items() if v}}
     data.update({key: value for key, value in options.items() if value is not None})

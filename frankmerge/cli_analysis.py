@@ -111,6 +111,7 @@ def profile(
 @click.option("--vlm", required=True, help="Vision-language model.")
 @click.option("--reasoner", required=True, help="Reasoning LLM fine-tuned from the VLM's base LLM.")
 @click.option("--base", required=True, help="The base LLM both were fine-tuned from.")
+@click.option("--reasoner-base", help="The reasoner's own base, when it is not --base: τ_R = θ_R − θ_reasoner_base.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory.")
 @click.option("--alpha", type=float, help="α for the Eq. 16 λ_V column and warning [default: 0, i.e. w_V = 1/L].")
 @click.option("--profile", "profile_path", type=click.Path(path_type=Path, dir_okay=False), help="Take α̂ from a profile JSON.")
@@ -122,6 +123,7 @@ def analyze(
     vlm: str,
     reasoner: str,
     base: str,
+    reasoner_base: str | None,
     out: Path,
     alpha: float | None,
     profile_path: Path | None,
@@ -156,6 +158,7 @@ def analyze(
         allow_download=allow_download,
         allow_family_mismatch=allow_family_mismatch,
         progress=not quiet,
+        reasoner_base=reasoner_base,
     )
     written = write_analysis(result, out)
     if not quiet:

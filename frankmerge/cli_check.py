@@ -15,6 +15,7 @@ EXIT_FUNCTION_CHANGING = 1  # --strict: same code as bad input, so scripts can s
 @click.option("--vlm", required=True, help="Vision-language model: local directory or hub id.")
 @click.option("--reasoner", required=True, help="Reasoning LLM.")
 @click.option("--base", help="The base LLM both should descend from (needed for the lineage check).")
+@click.option("--reasoner-base", help="The reasoner's own base, when it is not --base.")
 @click.option("--candidate-base", "candidate_bases", multiple=True, help="Another possible base to rank (repeatable).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False), help="Also write the whole check here.")
 @click.option("--strict", is_flag=True, help="Exit 1 when a config field that changes the function differs.")
@@ -24,6 +25,7 @@ def check(
     vlm: str,
     reasoner: str,
     base: str | None,
+    reasoner_base: str | None,
     candidate_bases: tuple[str, ...],
     json_out: Path | None,
     strict: bool,
@@ -36,7 +38,13 @@ def check(
     from frankmerge.doctor.check import check_models
 
     result = check_models(
-        vlm, reasoner, base, candidate_bases=candidate_bases, allow_pickle=allow_pickle, allow_download=allow_download
+        vlm,
+        reasoner,
+        base,
+        reasoner_base=reasoner_base,
+        candidate_bases=candidate_bases,
+        allow_pickle=allow_pickle,
+        allow_download=allow_download,
     )
     for line in result.table():
         click.echo(line)
@@ -45,7 +53,8 @@ def check(
     if result.lineage is not None:
         click.echo("")
         click.echo("distance to --base, ‖θ_X − θ_0‖/‖θ_0‖ (sampled blocks and rows):")
-        rows = [("vlm → base", result.lineage.to_base["vlm"]), ("reasoner → base", result.lineage.to_base["reasoner"])]
+        own = result.lineage.to_base["reasoner"]
+        rows = [("vlm → base", result.lineage.to_base["vlm"]), (f"reasoner → {own.reference}", own)]
         rows.append(("vlm → reasoner", result.lineage.between))
         for label, by_role in result.lineage.candidates.items():
             rows += [(f"{role} → {label}", distances) for role, distances in by_role.items()]

@@ -16,6 +16,18 @@ from frankmerge.layouts import DecoderLayout, ModelConfig, detect_layout, family
 from frankmerge.recipe import MergeRecipe
 
 ROLES = ("vlm", "reasoner", "base")
+REASONER_BASE = "reasoner_base"  # optional fourth role (the reasoner's own base); its flag is --reasoner-base
+
+
+def roles_of(recipe: MergeRecipe) -> tuple[str, ...]:
+    """The roles a recipe opens: the three, and the reasoner's own base when it has one."""
+    return (*ROLES, REASONER_BASE) if getattr(recipe, REASONER_BASE, None) else ROLES
+
+
+def flag_of(role: str) -> str:
+    return "--" + role.replace("_", "-")
+
+
 MAX_LISTED_MISMATCHES = 5
 
 
@@ -31,9 +43,11 @@ class RoleInput:
 
 
 def open_role(role: str, reference: str, recipe: MergeRecipe) -> RoleInput:
+    """One checkpoint opened and mapped; ``role`` is a recipe key (``reasoner_base``) or a label."""
+    key, role = role, role.replace("_", "-")  # messages name the flag: --reasoner-base
     path = resolve_checkpoint(reference, role=role, allow_download=recipe.allow_download)
     config = read_config(path, role)
-    family = family_for(config, role, getattr(recipe.layouts, role, None))
+    family = family_for(config, role, getattr(recipe.layouts, key, None))
     weights_dir = path / family.weights_subdir if family.weights_subdir else path
     checkpoint = Checkpoint(weights_dir, allow_pickle=recipe.allow_pickle)
     try:
@@ -48,7 +62,7 @@ def open_inputs(recipe: MergeRecipe) -> dict[str, RoleInput]:
     """Open all three roles; close what was opened if any of them fails."""
     opened: dict[str, RoleInput] = {}
     try:
-        for role in ROLES:
+        for role in roles_of(recipe):
             opened[role] = open_role(role, getattr(recipe, role), recipe)
         if opened["vlm"].layout.family.kind != "vlm":
             raise HomologyError(
@@ -65,17 +79,18 @@ def open_inputs(recipe: MergeRecipe) -> dict[str, RoleInput]:
 def check_homology(inputs: dict[str, RoleInput], *, allow_family_mismatch: bool = False) -> None:
     """Same decoder family, block count, per-block tensor names and shapes in all three roles."""
     vlm = inputs["vlm"]
-    for role in ("reasoner", "base"):
+    for role in (r for r in ("reasoner", "base", REASONER_BASE) if r in inputs):
         other = inputs[role]
+        flag = flag_of(role)
         if other.layout.decoder != vlm.layout.decoder and not allow_family_mismatch:
             raise HomologyError(
-                f"--{role} is a {other.layout.decoder} decoder but the VLM's language model is "
+                f"{flag} is a {other.layout.decoder} decoder but the VLM's language model is "
                 f"{vlm.layout.decoder}; FRANK needs models fine-tuned from the same base LLM "
                 "(pass --allow-family-mismatch only if the architectures are truly identical)"
             )
         if other.layout.num_blocks != vlm.layout.num_blocks:
             raise HomologyError(
-                f"--{role} has {other.layout.num_blocks} decoder blocks but the VLM has "
+                f"{flag} has {other.layout.num_blocks} decoder blocks but the VLM has "
                 f"{vlm.layout.num_blocks}; the models are not homologous"
             )
         mismatches = _block_mismatches(vlm, other)
@@ -88,7 +103,7 @@ def check_homology(inputs: dict[str, RoleInput], *, allow_family_mismatch: bool 
         if mismatches:
             shown = "; ".join(mismatches[:MAX_LISTED_MISMATCHES])
             more = f" (+{len(mismatches) - MAX_LISTED_MISMATCHES} more)" if len(mismatches) > MAX_LISTED_MISMATCHES else ""
-            raise HomologyError(f"VLM and --{role} are not homologous: {shown}{more}")
+            raise HomologyError(f"VLM and {flag} are not homologous: {shown}{more}")
 
 
 def _block_mismatches(vlm: RoleInput, other: RoleInput) -> list[str]:

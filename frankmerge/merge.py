@@ -36,9 +36,10 @@ from frankmerge.checkpoints.resolve import resolve_checkpoint
 from frankmerge.checkpoints.writer import PlannedTensor, ShardedWriter, parse_size
 from frankmerge.doctor import PairCheck, check_pair
 from frankmerge.errors import RecipeError
-from frankmerge.inputs import ROLES, RoleInput, open_inputs
+from frankmerge.inputs import RoleInput, open_inputs, roles_of
 from frankmerge.methods.frank import BlockCoefficients, BlockStats
 from frankmerge.methods.registry import Method, build_method
+from frankmerge.reasoner_base import reasoner_reader
 from frankmerge.recipe import MergeRecipe, prior_from_profile
 from frankmerge.report import write_model_card, write_report
 from frankmerge.streaming import (
@@ -170,7 +171,10 @@ def _profile_first(recipe: MergeRecipe, out: Path, scratch: Path, *, progress: b
 
 def _input_paths(recipe: MergeRecipe) -> dict[str, Path]:
     """Each role's local directory (hub ids through the cache), resolved without reading a file."""
-    return {role: resolve_checkpoint(getattr(recipe, role), role=role, allow_download=recipe.allow_download) for role in ROLES}
+    return {
+        role: resolve_checkpoint(getattr(recipe, role), role=role, allow_download=recipe.allow_download)
+        for role in roles_of(recipe)
+    }
 
 
 def _merge_opened(
@@ -363,10 +367,14 @@ class _StatsAhead:
 
 
 def _block_triples(inputs: dict[str, RoleInput], index: int) -> list[tuple[Source, Source, Source]]:
-    return [
-        _sources(inputs, lambda layout, suffix=suffix: layout.blocks[index][suffix])
-        for suffix in inputs["vlm"].layout.blocks[index]
-    ]
+    """(VLM, reasoner, base) sources of each tensor of one block; with --reasoner-base the reasoner
+    is read as θ_0 + (θ_R − θ_0R), so every method sees τ_R over the reasoner's own base."""
+    reasoner = reasoner_reader(inputs, index)
+    triples = []
+    for suffix in inputs["vlm"].layout.blocks[index]:
+        vlm, own, base = _sources(inputs, lambda layout, suffix=suffix: layout.blocks[index][suffix])
+        triples.append((vlm, Source(own.role, reasoner, own.name), base))  # type: ignore[arg-type]
+    return triples
 
 
 def _block_stats(ws: Workspace, inputs: dict[str, RoleInput], index: int) -> BlockStats:

@@ -55,6 +55,7 @@ class Layouts(_Strict):
     vlm: str | None = None
     reasoner: str | None = None
     base: str | None = None
+    reasoner_base: str | None = None
 
 
 MethodName = Literal["frank", "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "layer_swap", "metagpt"]
@@ -102,6 +103,7 @@ class MergeRecipe(_Strict):
     vlm: str
     reasoner: str
     base: str
+    reasoner_base: str | None = None  # the reasoner's own base when it is not the VLM's: τ_R = θ_R − θ_0R
     method: MethodName = "frank"
     prior: Prior | None = None  # frank without a prior: profile the VLM on the bundled images first
     parameters: Parameters = Parameters()
@@ -123,6 +125,13 @@ class MergeRecipe(_Strict):
     def _method_options(self) -> MergeRecipe:
         if self.method != "frank" and self.prior is not None:
             raise ValueError(f"method {self.method!r} takes no prior (only frank does)")
+        if self.reasoner_base is not None and self.method in ("linear", "layer_swap"):
+            raise ValueError(
+                f"method {self.method!r} averages θ_R itself, not a task vector, so reasoner_base does not apply; "
+                "use frank, task_arithmetic, ties, dare_linear, dare_ties or metagpt"
+            )
+        if self.reasoner_base is not None and self.embeddings == "merge_shared":
+            raise ValueError("embeddings=merge_shared with reasoner_base is not supported; use keep_vlm")
         allowed = METHOD_PARAMETERS[self.method]
         for key in self.parameters.model_fields_set:
             if getattr(self.parameters, key) is not None and key not in allowed:

@@ -221,7 +221,14 @@ def _compatibility_text(compatibility: object) -> str:
 
 def write_model_card(directory: Path, title: str, recipe: MergeRecipe, report: dict[str, object]) -> None:
     """README.md with hub front matter, the recipe and a per-block coefficient table."""
-    bases = "\n".join(f"- {ref}" for ref in (recipe.vlm, recipe.reasoner, recipe.base))
+    references = (recipe.vlm, recipe.reasoner, recipe.base) + ((recipe.reasoner_base,) if recipe.reasoner_base else ())
+    bases = "\n".join(f"- {ref}" for ref in references)
+    lineage = (
+        f"fine-tuned from **{recipe.base}** and **{recipe.reasoner_base}** respectively (τ_V = θ_V − θ_0 over the first, "
+        "τ_R = θ_R − θ_0R over the second)"
+        if recipe.reasoner_base
+        else f"both fine-tuned from **{recipe.base}**"
+    )
     rows = "\n".join(
         f"| {b['index']} | {b['norm_v_sq']:.4g} | {b['norm_r_sq']:.4g} | {b['cos']:+.3f} | {_number(b['w_v'])} | "
         f"{b['lambda_v']:.4f} | {b['lambda_r']:.4f} |"
@@ -250,7 +257,7 @@ tags:
 # {title}
 
 A training-free merge of the language decoder of **{recipe.vlm}** (vision-language model) with
-**{recipe.reasoner}** (reasoning LLM), both fine-tuned from **{recipe.base}**, made with
+**{recipe.reasoner}** (reasoning LLM), {lineage}, made with
 frankmerge {report["version"]} using {method_text}.
 {block_rule} The vision tower and projector are the VLM's, unchanged; embeddings, final norm
 and lm_head follow the `{recipe.embeddings}` policy.

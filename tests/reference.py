@@ -36,18 +36,24 @@ def prior_w_v(kind: str, num_blocks: int, alpha: float | None) -> list[float]:
     return [r / sum(raw) for r in raw]
 
 
-def reference_merge(vlm: Path, reasoner: Path, base: Path, kind: str, alpha: float | None) -> dict[str, object]:
-    """Per-block statistics, λs and the expected merged block tensors (float64)."""
+def reference_merge(
+    vlm: Path, reasoner: Path, base: Path, kind: str, alpha: float | None, reasoner_base: Path | None = None
+) -> dict[str, object]:
+    """Per-block statistics, λs and the expected merged block tensors (float64).
+
+    With ``reasoner_base``, τ_R = θ_R − θ_reasoner_base (the two-base merge).
+    """
     V, R, B = load_dir(vlm), load_dir(reasoner), load_dir(base)
-    bv, br, bb = blocks_of(V), blocks_of(R), blocks_of(B)
-    assert set(bv) == set(br) == set(bb)
+    RB = load_dir(reasoner_base) if reasoner_base is not None else B
+    bv, br, bb, brb = blocks_of(V), blocks_of(R), blocks_of(B), blocks_of(RB)
+    assert set(bv) == set(br) == set(bb) == set(brb)
     num_blocks = 1 + max(index for index, _ in bv)
     w = prior_w_v(kind, num_blocks, alpha)
     blocks, expected = [], {}
     for index in range(num_blocks):
         keys = sorted(k for k in bv if k[0] == index)
         tv = torch.cat([(V[bv[k]].double() - B[bb[k]].double()).flatten() for k in keys])
-        tr = torch.cat([(R[br[k]].double() - B[bb[k]].double()).flatten() for k in keys])
+        tr = torch.cat([(R[br[k]].double() - RB[brb[k]].double()).flatten() for k in keys])
         nv, nr = float(tv @ tv), float(tr @ tr)
         lam_v = w[index] * nv / (w[index] * nv + (1 - w[index]) * nr)
         lam_r = (1 - w[index]) * nr / (w[index] * nv + (1 - w[index]) * nr)
@@ -63,5 +69,6 @@ def reference_merge(vlm: Path, reasoner: Path, base: Path, kind: str, alpha: flo
         )
         for k in keys:
             theta_0 = B[bb[k]].double()
-            expected[bv[k]] = theta_0 + lam_v * (V[bv[k]].double() - theta_0) + lam_r * (R[br[k]].double() - theta_0)
+            tau_r = R[br[k]].double() - RB[brb[k]].double()
+            expected[bv[k]] = theta_0 + lam_v * (V[bv[k]].double() - theta_0) + lam_r * tau_r
     return {"blocks": blocks, "expected": expected, "vlm_state": V}

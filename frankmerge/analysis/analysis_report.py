@@ -53,10 +53,16 @@ def analysis_json(analysis: TaskVectorAnalysis) -> dict[str, Any]:
     data = {
         "format": ANALYSIS_FORMAT,
         "tool": f"frankmerge {__version__}",
-        "models": {"vlm": analysis.vlm, "reasoner": analysis.reasoner, "base": analysis.base},
+        "models": {
+            "vlm": analysis.vlm,
+            "reasoner": analysis.reasoner,
+            "base": analysis.base,
+            "reasoner_base": analysis.reasoner_base,
+        },
         "num_blocks": analysis.num_blocks,
         "definitions": {
-            "tau": "τ_V = θ_V − θ_0, τ_R = θ_R − θ_0 over all tensors of the block (or of one module type in it)",
+            "tau": "τ_V = θ_V − θ_0, τ_R = θ_R − θ_0 over all tensors of the block (or of one module type in it); "
+            "with a reasoner_base, τ_R = θ_R − θ_reasoner_base and θ_R stands for θ_0 + τ_R",
             "groups": "attention = self_attn.* except norms; mlp = mlp.*; norms = every *norm* tensor (incl. q_norm/k_norm)",
             "sign_conflict": "fraction of entries where τ_V and τ_R are both nonzero and have opposite signs",
             "rel_dist_vr": "‖θ_V − θ_R‖ / ‖θ_0‖ (DRIFT's parameter-space distance, relative to the base)",

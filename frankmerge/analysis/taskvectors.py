@@ -20,6 +20,7 @@ from frankmerge.doctor import check_pair
 from frankmerge.errors import NonFiniteError, RecipeError
 from frankmerge.inputs import RoleInput, open_inputs
 from frankmerge.methods.frank import BlockStats, frank_coefficients, prior_weights
+from frankmerge.reasoner_base import reasoner_reader
 from frankmerge.recipe import MergeRecipe, Prior
 from frankmerge.streaming import Source, Workspace, dot64, fused, read_arrays, release
 
@@ -120,6 +121,7 @@ class TaskVectorAnalysis:
     warnings: tuple[tuple[str, str], ...]  # (code, message)
     seconds: float
     compatibility: dict[str, object] | None = None  # the pair doctor's check (frankmerge.doctor)
+    reasoner_base: str | None = None  # the reasoner's own base, when τ_R is taken over it
 
     @property
     def blocks(self) -> tuple[GroupStats, ...]:
@@ -142,10 +144,12 @@ def analyze_task_vectors(
     allow_family_mismatch: bool = False,
     chunk: int = DEFAULT_CHUNK,
     progress: bool = False,
+    reasoner_base: str | None = None,
 ) -> TaskVectorAnalysis:
     """Stream the three decoders block by block; ``alpha`` is the Eq. 16 decay used for the λ_V column.
 
     ``profile_layers`` (the layer count of the profile ``alpha`` came from) must match the VLM.
+    With ``reasoner_base``, τ_R = θ_R − θ_0R, and θ_R in the statistics stands for θ_0 + τ_R.
     """
     from frankmerge.analysis.diagnostics import diagnose
 
@@ -154,6 +158,7 @@ def analyze_task_vectors(
         vlm=vlm,
         reasoner=reasoner,
         base=base,
+        reasoner_base=reasoner_base,
         prior=Prior(kind="none"),
         allow_pickle=allow_pickle,
         allow_download=allow_download,
@@ -189,6 +194,7 @@ def analyze_task_vectors(
         lambda_v_eq16=eq16,
         warnings=(),
         seconds=0.0,
+        reasoner_base=reasoner_base,
     )
     found = [("config", line) for line in pair.function_warnings()] + [("lineage", line) for line in pair.lineage_findings]
     warnings = tuple(found) + tuple((w.code, w.message) for w in diagnose(analysis))
@@ -210,7 +216,7 @@ def _stream(inputs: dict[str, RoleInput], chunk: int, progress: bool) -> list[Gr
         for suffix, name_v in vlm.layout.blocks[index].items():
             sources = (
                 Source("vlm", vlm.checkpoint, name_v),
-                Source("reasoner", reasoner.checkpoint, reasoner.layout.blocks[index][suffix]),
+                Source("reasoner", reasoner_reader(inputs, index), reasoner.layout.blocks[index][suffix]),  # type: ignore[arg-type]
                 Source("base", base.checkpoint, base.layout.blocks[index][suffix]),
             )
             numel = vlm.checkpoint.info(name_v).numel

@@ -192,18 +192,19 @@ def _documented(inputs: dict[str, RoleInput]) -> tuple[dict[str, dict[str, Any]]
     """Documented bases of the VLM and the reasoner, and whether --base is that base."""
     records: dict[str, dict[str, Any]] = {}
     findings = []
-    base = inputs.get("base")
     for role in ("vlm", "reasoner"):
         item = inputs[role]
         entry = documented_base(item.reference, item.config.raw.get("_name_or_path"))
         if entry is None:
             continue
+        own = inputs.get("reasoner_base") if role == "reasoner" else None
+        base, flag = (own, "--reasoner-base") if own is not None else (inputs.get("base"), "--base")
         matches = None if base is None else is_same_model(base.reference, entry.base)
         records[role] = {"model": entry.model, "documented_base": entry.base, "source": entry.source, "base_matches": matches}
         if base is not None and not matches:
             fix = f"pass --reasoner-base {entry.base}" if role == "reasoner" else f"pass --base {entry.base}"
             findings.append(
-                f"{entry.model} descends from {entry.base} ({entry.source}), and --base is {base.reference}: "
+                f"{entry.model} descends from {entry.base} ({entry.source}), and {flag} is {base.reference}: "
                 f"if that is not the same model, {fix}"
             )
     return records, findings
@@ -214,6 +215,7 @@ def check_models(
     reasoner: str,
     base: str | None = None,
     *,
+    reasoner_base: str | None = None,
     candidate_bases: tuple[str, ...] = (),
     allow_pickle: bool = False,
     allow_download: bool = False,
@@ -229,6 +231,8 @@ def check_models(
 
     recipe = MergeRecipe.model_construct(allow_pickle=allow_pickle, allow_download=allow_download)
     references = {"vlm": vlm, "reasoner": reasoner} | ({"base": base} if base is not None else {})
+    if reasoner_base is not None:
+        references["reasoner_base"] = reasoner_base
     opened: dict[str, RoleInput] = {}
     candidates: dict[str, RoleInput] = {}
     problems: list[str] = []

@@ -113,10 +113,15 @@ class Lineage:
 
 
 def measure_lineage(inputs: dict[str, RoleInput], candidates: dict[str, RoleInput] | None = None) -> Lineage:
-    """Distances of the VLM and the reasoner to --base, to each other, and to each candidate base."""
+    """Distances of the VLM to --base and of the reasoner to its own base (--reasoner-base, else
+    --base), of the two to each other, and of both to each candidate base."""
     base = inputs["base"]
+    own = inputs.get("reasoner_base")
     blocks = sampled_blocks(base.layout.num_blocks)
-    to_base = {role: relative_distance(inputs[role], base, blocks, "base") for role in ("vlm", "reasoner")}
+    to_base = {
+        "vlm": relative_distance(inputs["vlm"], base, blocks, "base"),
+        "reasoner": relative_distance(inputs["reasoner"], own or base, blocks, "reasoner_base" if own else "base"),
+    }
     between = relative_distance(inputs["vlm"], inputs["reasoner"], blocks, "reasoner")
     lineage = Lineage(to_base, between)
     for label, candidate in (candidates or {}).items():
@@ -132,14 +137,15 @@ def lineage_findings(lineage: Lineage) -> list[str]:
     """Plain verdicts: a role far from --base, one role much farther than the other, a closer candidate."""
     found = []
     means = {role: d.mean for role, d in lineage.to_base.items()}
+    flags = {role: "--reasoner-base" if d.reference == "reasoner_base" else "--base" for role, d in lineage.to_base.items()}
     for role, mean in means.items():
         if mean is not None and mean > UNRELATED:
             found.append(
-                f"the {role} sits at relative distance {mean:.2f} from --base, farther than --base is from zero "
-                "(fine-tunes sit within a few tenths, unrelated weights near 1.4): --base is not its base"
+                f"the {role} sits at relative distance {mean:.2f} from {flags[role]}, farther than it is from zero "
+                f"(fine-tunes sit within a few tenths, unrelated weights near 1.4): {flags[role]} is not its base"
             )
     v, r = means["vlm"], means["reasoner"]
-    if v and r and max(v, r) / min(v, r) >= FAR_RATIO:
+    if v and r and flags["reasoner"] == "--base" and max(v, r) / min(v, r) >= FAR_RATIO:
         far, near = ("reasoner", "VLM") if r > v else ("VLM", "reasoner")
         found.append(f"the {far} moved {max(v, r) / min(v, r):.1f}× farther from --base than the {near}: is --base its base?")
     for role in ("vlm", "reasoner"):
@@ -150,5 +156,5 @@ def lineage_findings(lineage: Lineage) -> list[str]:
         )
         if ranked and current is not None and ranked[0][0] < CLOSER_FACTOR * current:
             hint = " (pass it as --reasoner-base)" if role == "reasoner" else ""
-            found.append(f"the {role} is nearer {ranked[0][1]} ({ranked[0][0]:.3f}) than --base ({current:.3f}){hint}")
+            found.append(f"the {role} is nearer {ranked[0][1]} ({ranked[0][0]:.3f}) than {flags[role]} ({current:.3f}){hint}")
     return found
