@@ -6,7 +6,11 @@ import importlib
 import importlib.util
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -162,9 +166,27 @@ def merge(recipe_file: Path | None, out: Path, overwrite: bool, quiet: bool, thr
             "(pass --alpha, --profile or --no-prior to skip this)",
             err=True,
         )
-    result = run_merge(recipe, out, overwrite=overwrite, progress=not quiet, threads=threads)
+    with _sigterm_as_interrupt():  # `kill`, `timeout`, a scheduler: clean up as after Ctrl-C
+        result = run_merge(recipe, out, overwrite=overwrite, progress=not quiet, threads=threads)
     if not quiet:
         _print_summary(result)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, so the merge removes its partial output before exiting (130)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _recipe_from(recipe_file: Path | None, options: dict[str, Any]):  # type: ignore[no-untyped-def]

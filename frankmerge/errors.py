@@ -39,6 +39,10 @@ class OutputExistsError(FrankmergeError):
     """The output directory exists and is not empty."""
 
 
+class OutputBusyError(FrankmergeError):
+    """Another merge is writing the same output directory (or its lock cannot be taken at all)."""
+
+
 class NonFiniteError(FrankmergeError):
     """An input tensor holds NaN or Inf."""
 

@@ -28,11 +28,11 @@ from frankmerge.checkpoints.output import (
     check_output_apart,
     check_output_free,
     copy_side_files,
-    staging_directory,
     verify_output,
     write_config,
 )
 from frankmerge.checkpoints.resolve import resolve_checkpoint
+from frankmerge.checkpoints.staging import output_lock, remove_stale_partials, staging_directory
 from frankmerge.checkpoints.writer import PlannedTensor, ShardedWriter, parse_size
 from frankmerge.doctor import PairCheck, check_pair
 from frankmerge.errors import RecipeError
@@ -97,11 +97,21 @@ def merge(
 
     The arithmetic is memory-bound, so ``threads`` defaults to one torch thread: more gain little
     and stall on OpenMP barriers whenever another process holds a core. Restored on return.
+    A second merge into the same ``out`` raises OutputBusyError at once, before reading anything.
     """
     started = time.perf_counter()
     out = Path(out)
     check_output_apart(out, _input_paths(recipe))  # before anything is read, --overwrite or not
-    check_output_free(out, overwrite=overwrite)
+    with output_lock(out):  # a second merge to this --out stops here, before it reads or writes
+        remove_stale_partials(out)
+        check_output_free(out, overwrite=overwrite)
+        return _merge_locked(recipe, out, overwrite=overwrite, progress=progress, chunk=chunk, threads=threads, started=started)
+
+
+def _merge_locked(
+    recipe: MergeRecipe, out: Path, *, overwrite: bool, progress: bool, chunk: int, threads: int, started: float
+) -> MergeResult:
+    """Open the inputs and merge; runs under ``out``'s lock, after stale partial outputs are removed."""
     inputs = open_inputs(recipe)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))

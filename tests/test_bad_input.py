@@ -47,7 +47,7 @@ def assert_refused(args: list[str], out: Path, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     assert not out.exists(), "a failed merge must not create the output"
-    assert not [p for p in out.parent.iterdir() if "frankmerge-partial" in p.name], "staging directory left behind"
+    assert not [p for p in out.parent.iterdir() if "frankmerge-" in p.name], "staging directory or lock file left behind"
     return lines[0]
 
 

@@ -1,16 +1,13 @@
-"""The output directory: written in a temporary sibling, checked, then renamed into place.
+"""The output directory's contents and the checks around it: free, apart from the inputs, big enough.
 
-An interrupted or failed merge therefore never leaves a directory that looks like a model:
-either the complete output appears at ``--out`` in one rename, or nothing does.
+The merge writes them into a hidden sibling (``staging.py``), renamed into place only when complete,
+so a failed merge never leaves a directory that looks like a model.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -57,32 +54,6 @@ def check_free_space(out: Path, needed_bytes: int) -> None:
             f"--out {out}: the merge needs {needed_bytes / 1e9:.2f} GB but {parent} has {free / 1e9:.2f} GB free; "
             "free space or choose another --out"
         )
-
-
-@contextmanager
-def staging_directory(out: Path, *, overwrite: bool) -> Iterator[Path]:
-    """A temporary directory beside ``out``; renamed to ``out`` on success, removed on any failure."""
-    out = out.absolute()
-    staging = out.parent / f".{out.name}.frankmerge-partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _replace(staging, out, overwrite=overwrite)
-
-
-def _replace(staging: Path, out: Path, *, overwrite: bool) -> None:
-    old: Path | None = None
-    if out.exists():
-        check_output_free(out, overwrite=overwrite)
-        old = out.parent / f".{out.name}.frankmerge-old-{os.getpid()}"
-        out.rename(old)
-    staging.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def copy_side_files(source: Path, destination: Path, *, skip: str | None = None) -> list[str]:

@@ -1,6 +1,6 @@
 """Lazy, tensor-by-tensor reading of Hugging Face checkpoints.
 
-Safetensors files are parsed from their JSON header and memory-mapped (privately: writes never
+Safetensors files are parsed from their JSON header (checked in ``header.py``) and memory-mapped (privately: writes never
 reach the file); a chunk is a view of the mapping, so reading costs no copy out of the page cache. Callers ``release`` each
 chunk once consumed, which drops its pages from the process's mapping (not from the page cache),
 so touched pages never accumulate in resident memory and a merge's peak RSS stays flat whatever
@@ -11,90 +11,23 @@ with ``torch.load(weights_only=True)``, which cannot execute code.
 from __future__ import annotations
 
 import json
-import math
 import mmap
 import os
-import struct
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from frankmerge.checkpoints.dtypes import SAFETENSORS_TO_TORCH, element_size
+from frankmerge.checkpoints.dtypes import element_size
+from frankmerge.checkpoints.header import TensorInfo, read_safetensors_header
 from frankmerge.errors import CorruptCheckpointError, UnsafeCheckpointError
 
 SAFE_INDEX = "model.safetensors.index.json"
 SAFE_SINGLE = "model.safetensors"
 PICKLE_INDEX = "pytorch_model.bin.index.json"
 PICKLE_SINGLE = "pytorch_model.bin"
-MAX_HEADER_BYTES = 100 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """Where one tensor lives and what it looks like."""
-
-    name: str
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-    file: Path
-    offset: int  # absolute byte offset of the data in ``file`` (safetensors only)
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return self.numel * element_size(self.dtype)
-
-
-def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], bytes]:
-    """Parse and validate one safetensors header; return its tensors and the raw header bytes."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as handle:
-            prefix = handle.read(8)
-            if len(prefix) < 8:
-                raise CorruptCheckpointError(f"{path}: file is too short to be safetensors; re-download it")
-            (header_len,) = struct.unpack("<Q", prefix)
-            if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
-                raise CorruptCheckpointError(
-                    f"{path}: corrupt safetensors header (declared length {header_len} bytes); re-download the file"
-                )
-            raw = handle.read(header_len)
-    except OSError as exc:
-        raise CorruptCheckpointError(f"{path}: cannot read ({exc.strerror})") from exc
-    try:
-        header = json.loads(raw)
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise CorruptCheckpointError(f"{path}: corrupt safetensors header ({exc}); re-download the file") from exc
-    data_start = 8 + header_len
-    tensors: dict[str, TensorInfo] = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = SAFETENSORS_TO_TORCH[entry["dtype"]]
-            shape = tuple(int(d) for d in entry["shape"])
-            begin, end = (int(x) for x in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptCheckpointError(f"{path}: corrupt header entry for tensor {name!r}; re-download the file") from exc
-        info = TensorInfo(name, dtype, shape, path, data_start + begin)
-        if end - begin != info.nbytes or begin < 0:
-            raise CorruptCheckpointError(
-                f"{path}: tensor {name!r} spans {end - begin} bytes but its shape {list(shape)} needs {info.nbytes}; "
-                "re-download the file"
-            )
-        if data_start + end > size:
-            raise CorruptCheckpointError(f"{path}: tensor {name!r} runs past the end of the file (truncated download?)")
-        tensors[name] = info
-    return tensors, raw
 
 
 class Checkpoint:
