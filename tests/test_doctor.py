@@ -380,3 +380,32 @@ def test_sampled_blocks() -> None:
     assert sampled_blocks(1) == [0]
     assert sampled_blocks(4) == [0, 2, 3]
     assert sampled_blocks(80) == [0, 40, 79]
+
+
+def test_readme_example_pair_is_diagnosed(tmp_path: Path) -> None:
+    """examples/pair_doctor.py: the README's stand-ins of Qwen2.5-VL-7B + R1-Distill-Qwen-7B."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pair_doctor", Path(__file__).parents[1] / "examples" / "pair_doctor.py")
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    paths = example.build(tmp_path / "pair")
+    result = check_models(
+        str(paths[example.VLM_NAME]),
+        str(paths["DeepSeek-R1-Distill-Qwen-7B"]),
+        str(paths["Qwen2.5-7B"]),
+        candidate_bases=(str(paths["Qwen2.5-Math-7B"]),),
+    )
+    assert [v.field.name for v in result.mismatches(FUNCTION)] == ["rope_theta"]
+    findings = "\n".join(result.findings())
+    assert "Qwen/Qwen2.5-Math-7B" in findings and "farther from --base than the VLM" in findings
+    assert f"nearer {paths['Qwen2.5-Math-7B']}" in findings
+    fixed = check_models(
+        str(paths[example.VLM_NAME]),
+        str(paths["DeepSeek-R1-Distill-Qwen-7B"]),
+        str(paths["Qwen2.5-7B"]),
+        reasoner_base=str(paths["Qwen2.5-Math-7B"]),
+    )
+    assert not any("--reasoner-base" in f for f in fixed.lineage_findings)
+    assert fixed.lineage is not None and fixed.lineage.to_base["reasoner"].mean < 0.1  # type: ignore[operator]
