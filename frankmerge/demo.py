@@ -33,7 +33,7 @@ from frankmerge.testbed.trained.drift_study import (
     write_training_set,
 )
 from frankmerge.testbed.trained.encode import Encoder
-from frankmerge.testbed.trained.evaluate import evaluate_checkpoint
+from frankmerge.testbed.trained.parallel import evaluate_many, usable_cores
 from frankmerge.testbed.trained.plots import coefficients_png, lambda_map_png
 from frankmerge.testbed.trained.report import Row, chance_levels, results_table
 from frankmerge.testbed.trained.study import (
@@ -69,6 +69,7 @@ class DemoOptions:
     cache_dir: Path | None = None
     rebuild: bool = False
     progress: bool = True
+    workers: int | None = None  # processes for training and evaluation; None: every usable core
 
     @classmethod
     def quick(cls, **overrides: object) -> DemoOptions:
@@ -125,7 +126,8 @@ def run_demo(workdir: Path, options: DemoOptions | None = None) -> DemoResult:
         timings[step] = round(now - clock, 2)
         clock = now
 
-    models = build_testbed(options.config, options.cache_dir, rebuild=options.rebuild, progress=options.progress)
+    workers = options.workers or usable_cores()
+    models = build_testbed(options.config, options.cache_dir, rebuild=options.rebuild, progress=options.progress, workers=workers)
     lap("build_models")
 
     images = _profile_images(workdir / "profile" / "images", options.profile_images)
@@ -168,27 +170,19 @@ def run_demo(workdir: Path, options: DemoOptions | None = None) -> DemoResult:
         )
         lap("fine_tune")
 
-    rows = [
-        Row(name, "parent", evaluate_checkpoint(name, getattr(models, name), TASKS, options.n_items))
-        for name in ("base", "reasoner", "vlm")
-    ]
+    to_evaluate: list[tuple[str, str, Path]] = [(name, "parent", getattr(models, name)) for name in ("base", "reasoner", "vlm")]
     if models.vlm_align is not None:
-        rows.append(Row("vlm_stage1", "control", evaluate_checkpoint("vlm_stage1", models.vlm_align, TASKS, options.n_items)))
+        to_evaluate.append(("vlm_stage1", "control", models.vlm_align))
     order = {"control": 0, "frank": 1, "baseline": 2}
     for outcome in sorted((m for m in merges if m.path), key=lambda m: order[m.spec.group]):
-        rows.append(
-            Row(
-                outcome.spec.name,
-                outcome.spec.group,
-                evaluate_checkpoint(outcome.spec.name, outcome.path, TASKS, options.n_items),
-            )
-        )
+        to_evaluate.append((outcome.spec.name, outcome.spec.group, outcome.path))  # type: ignore[arg-type]
     for run in fine_tunes:
-        group = "sft" if run.variant == "none" else "drift"
-        rows.append(Row(run.name, group, evaluate_checkpoint(run.name, run.path, TASKS, options.n_items)))
+        to_evaluate.append((run.name, "sft" if run.variant == "none" else "drift", run.path))
+    evaluations = evaluate_many([(name, path) for name, _, path in to_evaluate], TASKS, options.n_items, workers)
+    rows = [Row(name, group, evaluation) for (name, group, _), evaluation in zip(to_evaluate, evaluations, strict=True)]
     lap("evaluate")
 
-    cells = lambda_grid(models, options.grid, merged_root / "grid", TASKS, options.grid_items)
+    cells = lambda_grid(models, options.grid, merged_root / "grid", TASKS, options.grid_items, workers=workers)
     lap("lambda_grid")
 
     chance = chance_levels(options.n_items)

@@ -71,23 +71,50 @@ def stage_paths(config: TestbedConfig, cache_dir: Path) -> dict[str, Path]:
 
 
 def build_testbed(
-    config: TestbedConfig, cache_dir: Path | None = None, *, rebuild: bool = False, progress: bool = False
+    config: TestbedConfig,
+    cache_dir: Path | None = None,
+    *,
+    rebuild: bool = False,
+    progress: bool = False,
+    workers: int = 1,
 ) -> TestbedModels:
-    """Train (or reuse) base, reasoner and VLM (and its alignment stage) for ``config`` under ``cache_dir``."""
+    """Train (or reuse) base, reasoner and VLM (and its alignment stage) for ``config`` under ``cache_dir``.
+
+    With ``workers`` > 1 the reasoner trains in a process of its own while the VLM's stages train
+    here: both start from the base alone, and each stage seeds itself, so the weights are the
+    same as with one worker.
+    """
     from transformers.utils import logging as hf_logging
+
+    from frankmerge.testbed.trained.parallel import stop, worker_pool
 
     hf_logging.disable_progress_bar()
     paths = stage_paths(config, cache_dir or default_cache_dir())
     started, logs, built = time.perf_counter(), {}, []
-    for stage in config.stages():
-        # Rebuilding the base invalidates the fine-tunes, rebuilding the alignment stage the VLM.
-        stale = rebuild or "base" in built or (stage == "vlm" and "vlm_align" in built)
-        cached = None if stale else _stamp(paths[stage], config, stage)
-        if cached is not None:
-            logs[stage] = cached
-            continue
-        logs[stage] = _build_stage(stage, config, paths, progress).to_json()
-        built.append(stage)
+    pool, reasoner = None, None
+    try:
+        for stage in config.stages():
+            # Rebuilding the base invalidates the fine-tunes, rebuilding the alignment stage the VLM.
+            stale = rebuild or "base" in built or (stage == "vlm" and "vlm_align" in built)
+            cached = None if stale else _stamp(paths[stage], config, stage)
+            if cached is not None:
+                logs[stage] = cached
+                continue
+            if stage == "reasoner" and workers > 1:
+                pool = worker_pool(1)
+                reasoner = pool.submit(_build_stage, stage, config, paths, False)
+            else:
+                logs[stage] = _build_stage(stage, config, paths, progress).to_json()
+            built.append(stage)
+        if reasoner is not None:
+            logs["reasoner"] = reasoner.result().to_json()
+    except BaseException:
+        if pool is not None:
+            stop(pool)
+        raise
+    if pool is not None:
+        pool.shutdown()
+    logs = {stage: logs[stage] for stage in config.stages()}
     align = paths["vlm_align"] if config.vlm_align else None
     return TestbedModels(
         config, paths["base"], paths["reasoner"], paths["vlm"], align, logs, tuple(built), time.perf_counter() - started

@@ -20,7 +20,7 @@ from frankmerge.errors import FrankmergeError
 from frankmerge.merge import merge
 from frankmerge.recipe import MergeRecipe, Parameters, Prior, prior_from_profile
 from frankmerge.testbed.trained.build import TestbedModels
-from frankmerge.testbed.trained.evaluate import ModelEvaluation, evaluate_checkpoint
+from frankmerge.testbed.trained.evaluate import ModelEvaluation
 from frankmerge.testbed.trained.models import assemble_unmerged
 
 log = logging.getLogger(__name__)
@@ -176,17 +176,29 @@ class GridCell:
 
 
 def lambda_grid(
-    models: TestbedModels, values: Sequence[float], out: Path, tasks: Sequence[str], n_items: int, *, keep: bool = False
+    models: TestbedModels,
+    values: Sequence[float],
+    out: Path,
+    tasks: Sequence[str],
+    n_items: int,
+    *,
+    keep: bool = False,
+    workers: int = 1,
 ) -> list[GridCell]:
-    """Task arithmetic over a λ_V × λ_R grid, each cell merged, evaluated and (unless ``keep``) deleted."""
-    cells = []
+    """Task arithmetic over a λ_V × λ_R grid: every cell merged, then all evaluated (``workers`` at
+    a time) and (unless ``keep``) deleted."""
+    from frankmerge.testbed.trained.parallel import evaluate_many
+
+    merged = []
     for lambda_v in values:
         for lambda_r in values:
             name = f"ta_v{lambda_v:g}_r{lambda_r:g}"
             outcome = run_merge(models, task_arithmetic_spec(name, lambda_v, lambda_r), out / name)
             if outcome.path is None:
                 raise FrankmergeError(f"grid merge {name} failed: {outcome.skipped}")
-            cells.append(GridCell(lambda_v, lambda_r, evaluate_checkpoint(name, outcome.path, tasks, n_items)))
-            if not keep:
-                shutil.rmtree(outcome.path)
-    return cells
+            merged.append((lambda_v, lambda_r, name, outcome.path))
+    evaluations = evaluate_many([(name, path) for _, _, name, path in merged], tasks, n_items, workers)
+    if not keep:
+        for *_, path in merged:
+            shutil.rmtree(path)
+    return [GridCell(v, r, evaluation) for (v, r, _, _), evaluation in zip(merged, evaluations, strict=True)]
