@@ -204,6 +204,7 @@ def run_demo(workdir: Path, options: DemoOptions | None = None) -> DemoResult:
         "|tau_V| / |theta_0| per block: " + " ".join(f"{b.rel_norm_v:.2f}" for b in analysis.blocks),
         "|tau_R| / |theta_0| per block: " + " ".join(f"{b.rel_norm_r:.2f}" for b in analysis.blocks),
     ]
+    summary += [f"pair check: {line}" for line in (analysis.compatibility or {}).get("findings", [])]  # type: ignore[union-attr]
     evaluations = [{"group": r.group, **r.evaluation.to_json()} for r in rows]
     train_items = training_set.n_items if training_set else 0
     verdict = verdict_lines(models_from_json(evaluations), chance, options.config.regime, train_items)

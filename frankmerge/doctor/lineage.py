@@ -147,7 +147,12 @@ def lineage_findings(lineage: Lineage) -> list[str]:
     v, r = means["vlm"], means["reasoner"]
     if v and r and flags["reasoner"] == "--base" and max(v, r) / min(v, r) >= FAR_RATIO:
         far, near = ("reasoner", "VLM") if r > v else ("VLM", "reasoner")
-        found.append(f"the {far} moved {max(v, r) / min(v, r):.1f}× farther from --base than the {near}: is --base its base?")
+        fix = " (pass its own as --reasoner-base)" if far == "reasoner" else ""
+        found.append(
+            f"the {far} moved {max(v, r) / min(v, r):.1f}× farther from --base than the {near}: either --base is not "
+            f"its base{fix}, or its training rewrote much of the decoder, the regime where the testbed's merges stop "
+            "transferring (docs/testbed.md)"
+        )
     for role in ("vlm", "reasoner"):
         current = means[role]
         ranked = sorted(

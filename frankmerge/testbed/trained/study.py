@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,6 +125,23 @@ def task_arithmetic_spec(name: str, lambda_v: float, lambda_r: float, group: str
     return MergeSpec(name, group, "task_arithmetic", parameters=params, note=f"lambda_V {lambda_v}, lambda_R {lambda_r}")
 
 
+class _DropPairCheck(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("pair check:")
+
+
+@contextmanager
+def _pair_check_said_once() -> Iterator[None]:
+    """The study merges one triple dozens of times; the demo prints its pair check once, not per merge."""
+    merge_log = logging.getLogger("frankmerge.merge")
+    quiet = _DropPairCheck()
+    merge_log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        merge_log.removeFilter(quiet)
+
+
 def run_merge(models: TestbedModels, spec: MergeSpec, out: Path) -> MergeOutcome:
     """Merge through ``frankmerge.merge``; a recipe the merge refuses is recorded as skipped."""
     if spec.method == "frank" and spec.prior is None:
@@ -138,7 +156,8 @@ def run_merge(models: TestbedModels, spec: MergeSpec, out: Path) -> MergeOutcome
             prior=spec.prior,
             parameters=spec.parameters,
         )
-        result = merge(recipe, out, overwrite=True, progress=False)
+        with _pair_check_said_once():
+            result = merge(recipe, out, overwrite=True, progress=False)
     except (FrankmergeError, ValidationError) as exc:
         log.warning("merge %s skipped: %s", spec.name, exc)
         return MergeOutcome(spec, skipped=f"{type(exc).__name__}: {exc}")
