@@ -409,3 +409,18 @@ def test_readme_example_pair_is_diagnosed(tmp_path: Path) -> None:
     )
     assert not any("--reasoner-base" in f for f in fixed.lineage_findings)
     assert fixed.lineage is not None and fixed.lineage.to_base["reasoner"].mean < 0.1  # type: ignore[operator]
+
+
+def test_sparse_remote_code_llm_config_gets_its_class_defaults(tmp_path: Path) -> None:
+    """An InternVL chat config whose llm_config omits what Qwen2 defaults (θ, ε, activation) is
+    compared with the defaults filled in, not as missing values."""
+    sparse = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "num_hidden_layers": 28, "hidden_size": 3584}
+    sparse |= {"num_attention_heads": 28, "num_key_value_heads": 4, "intermediate_size": 18944, "vocab_size": 152064}
+    chat = {"model_type": "internvl_chat", "architectures": ["InternVLChatModel"], "llm_config": sparse, "vision_config": {}}
+    full = {**sparse, "rope_theta": 10000.0, "rms_norm_eps": 1e-6, "hidden_act": "silu", "max_position_embeddings": 32768}
+    configs = {
+        "vlm": read_config(_config_dir(tmp_path, "vlm", chat), "vlm"),
+        "reasoner": read_config(_config_dir(tmp_path, "r", full), "reasoner"),
+    }
+    differing = {v.field.name for v in compare_configs(configs) if not v.same}
+    assert differing <= {"tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id"}

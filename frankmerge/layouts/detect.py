@@ -71,7 +71,7 @@ def read_config(directory: Path, role: str) -> ModelConfig:
     if remote is not None:
         section = raw.get("llm_config") if isinstance(raw.get("llm_config"), dict) else raw
         return ModelConfig(
-            model_type, remote["decoder"], remote["num_layers"], remote["vocab_size"], remote["tie"], raw, dict(section)
+            model_type, remote["decoder"], remote["num_layers"], remote["vocab_size"], remote["tie"], raw, _with_defaults(section)
         )
     family = BY_MODEL_TYPE.get(model_type)
     if family is not None and family.weights_subdir:  # NVILA: facts from the LLM's own config
@@ -104,6 +104,20 @@ def read_config(directory: Path, role: str) -> ModelConfig:
         raw=raw,
         text=text.to_dict(),
     )
+
+
+def _with_defaults(section: dict[str, object]) -> dict[str, object]:
+    """A remote-code checkpoint's LLM config with its transformers class defaults filled in, when
+    transformers knows its model_type (InternVL chat's Qwen2 or Llama); as written otherwise."""
+    from transformers import CONFIG_MAPPING
+
+    model_type = str(section.get("model_type", ""))
+    if model_type not in CONFIG_MAPPING:
+        return dict(section)
+    try:
+        return CONFIG_MAPPING[model_type](**section).to_dict()
+    except Exception:  # a config its class rejects is still worth comparing as written
+        return dict(section)
 
 
 def family_for(config: ModelConfig, role: str, override: str | None) -> Family:
