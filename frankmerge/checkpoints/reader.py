@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from frankmerge.checkpoints.dtypes import SAFETENSORS_TO_TORCH, element_size
-from frankmerge.errors import CorruptCheckpointError, UnsafeCheckpointError
+from frankmerge.errors import CorruptCheckpointError, UnsafeCheckpointError, one_line
 
 SAFE_INDEX = "model.safetensors.index.json"
 SAFE_SINGLE = "model.safetensors"
@@ -73,7 +73,7 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], bytes]:
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
     except (UnicodeDecodeError, ValueError) as exc:
-        raise CorruptCheckpointError(f"{path}: corrupt safetensors header ({exc}); re-download the file") from exc
+        raise CorruptCheckpointError(f"{path}: corrupt safetensors header ({one_line(exc)}); re-download the file") from exc
     data_start = 8 + header_len
     tensors: dict[str, TensorInfo] = {}
     for name, entry in header.items():
@@ -163,7 +163,7 @@ class Checkpoint:
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             except Exception as exc:  # torch raises many types for bad archives
-                raise CorruptCheckpointError(f"{path}: cannot load with weights_only=True ({exc})") from exc
+                raise CorruptCheckpointError(f"{path}: cannot load with weights_only=True ({one_line(exc)})") from exc
             for name, tensor in state.items():
                 self._pickled[name] = tensor
                 self._tensors[name] = TensorInfo(name, tensor.dtype, tuple(tensor.shape), path, -1)
@@ -298,5 +298,5 @@ def _read_weight_map(index: Path) -> dict[str, str]:
         if not isinstance(weight_map, dict):
             raise ValueError("weight_map is not an object")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CorruptCheckpointError(f"{index}: unreadable index ({exc}); re-download the checkpoint") from exc
+        raise CorruptCheckpointError(f"{index}: unreadable index ({one_line(exc)}); re-download the checkpoint") from exc
     return {str(k): str(v) for k, v in weight_map.items()}

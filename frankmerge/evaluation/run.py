@@ -28,6 +28,7 @@ from frankmerge.evaluation.records import (
 )
 from frankmerge.evaluation.report import write_report
 from frankmerge.evaluation.scoring import BenchmarkReport, check_prediction_ids, score_records
+from frankmerge.progress import progress_bar
 
 log = logging.getLogger(__name__)
 GENERATIONS = "generations.jsonl"
@@ -107,8 +108,6 @@ def generate_missing(
     progress: bool = True,
 ) -> int:
     """Append records for every item not yet in OUT/generations.jsonl; returns how many were made."""
-    from tqdm.auto import tqdm
-
     path = out / GENERATIONS
     existing = read_records(path) if path.exists() else []
     check_resumable(existing, settings, model, path)
@@ -119,7 +118,9 @@ def generate_missing(
     if not todo:
         return 0
     backend = backend_factory(model_dir, settings, max((len(i.images) for i in items), default=0))
-    with tqdm(total=len(items), initial=len(items) - len(todo), unit="item", desc=benchmark.name, disable=not progress) as bar:
+    with progress_bar(
+        total=len(items), initial=len(items) - len(todo), unit="item", desc=benchmark.name, disable=not progress
+    ) as bar:
         for batch in _batches(todo, settings.batch_size):
             start = time.perf_counter()
             prepared = prepare(backend.processor, batch, settings.think_template)
