@@ -15,6 +15,7 @@ from frankmerge.evaluation.data.tables import read_table
 from frankmerge.evaluation.errors import DataFileError, EvaluationError
 from frankmerge.evaluation.generate import Generation
 from frankmerge.evaluation.items import Item
+from frankmerge.evaluation.predictions import read_predictions
 from frankmerge.evaluation.prompting import FailedPrompt, PreparedPrompt, prepare
 from frankmerge.evaluation.records import (
     BACKENDS,
@@ -181,10 +182,11 @@ def score_predictions(
     limit: int | None = None,
     name: str | None = None,
 ) -> BenchmarkReport:
-    """Re-score a generations file against the benchmark data; ids unknown to the data are an error."""
+    """Re-score predictions (generations.jsonl, minimal JSONL or a VLMEvalKit .xlsx/.tsv) against the
+    benchmark data; ids unknown to the data are an error."""
     benchmark = get_benchmark(benchmark_name)
     items = load_items(benchmark, data, split)
-    records = read_records(predictions)
+    records = read_predictions(predictions, [item.id for item in items])
     check_prediction_ids(items, records, benchmark.name)
     items = items[:limit]
     ids = {item.id for item in items}
