@@ -15,11 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from frankmerge import __version__
-from frankmerge.errors import FrankmergeError, RecipeError
+from frankmerge.errors import FrankmergeError, RecipeError, one_line
 from frankmerge.layouts.families import FAMILIES
-from frankmerge.recipe import METHOD_PARAMETERS, Prior, build_recipe, load_recipe, prior_from_profile
+from frankmerge.progress import quiet_library_bars
+from frankmerge.recipe import (
+    METHOD_PARAMETERS,
+    Prior,
+    build_recipe,
+    describe_validation_error,
+    load_recipe,
+    make_prior,
+    prior_from_profile,
+)
 
 EXIT_BAD_INPUT = 1
 
@@ -42,7 +52,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except FrankmergeError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(exc)}", err=True)  # one line even when a message quotes a library's
+            sys.exit(EXIT_BAD_INPUT)
+        except ValidationError as exc:  # a pydantic model built from options outside build_recipe
+            click.echo(f"error: {describe_validation_error(exc)}", err=True)
             sys.exit(EXIT_BAD_INPUT)
         except KeyboardInterrupt:
             click.echo("error: interrupted; nothing was written to the output", err=True)
@@ -59,7 +72,7 @@ class _Group(click.Group):
         except Exception as exc:
             if logging.getLogger().isEnabledFor(logging.INFO):
                 raise
-            click.echo(f"error: unexpected {type(exc).__name__}: {exc} (rerun with -v for the traceback)", err=True)
+            click.echo(f"error: unexpected {type(exc).__name__}: {one_line(exc)} (rerun with -v for the traceback)", err=True)
             sys.exit(EXIT_BAD_INPUT)
 
 
@@ -69,6 +82,7 @@ class _Group(click.Group):
 def main(verbose: bool) -> None:
     """Merge a vision-language model's language decoder with a reasoning LLM (FRANK)."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_library_bars()
 
 
 @main.command()
@@ -227,7 +241,7 @@ def _prior_from_options(alpha: float | None, profile: Path | None, no_prior: boo
         return prior_from_profile(profile, kind)  # type: ignore[arg-type]
     if kind == "fitted":
         raise RecipeError("--prior fitted needs --profile FILE (its fitted C scales the prior)")
-    return Prior(kind=kind, alpha=alpha)  # type: ignore[arg-type]
+    return make_prior(kind=kind, alpha=alpha)
 
 
 PARAMETER_OPTIONS = ("beta", "lambda_v", "lambda_r", "weights", "density", "drop_rate", "scale", "seed", "k", "mergekit_compat")

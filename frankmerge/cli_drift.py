@@ -93,6 +93,7 @@ def drift_train(vlm: str, reasoner: str | None, data: Path, out: Path, modules: 
 
     options = TrainOptions(modules=None if modules is None else parse_modules(modules), **flags)
     result = run(vlm, data, out, reasoner=reasoner, options=options)
+    leave_process_group()
     report = result.report
     if not report:  # not the main process
         return
@@ -107,6 +108,19 @@ def drift_train(vlm: str, reasoner: str | None, data: Path, out: Path, modules: 
             f"fraction of Δ = {movement['fraction_of_delta']:+.3g}"
         )
     click.echo(f"report: {result.out / 'drift_report.json'}")
+
+
+def leave_process_group() -> None:
+    """Under torchrun / accelerate: wait for every rank (the main one writes the report), then tear
+    the process group down while the interpreter is whole. torch keeps each group in a C++ registry
+    that only destroy_process_group empties; left to process exit, the gloo group was destroyed
+    among static destructors, and a rank aborted there ("terminate called without an active
+    exception", SIGABRT) when both ranks were exiting at once on a loaded machine."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 COMMANDS = [drift_prior, drift_train]

@@ -19,13 +19,16 @@ def _print_summary(report: BenchmarkReport) -> None:
     ex, gen = report.extraction, report.generation
     kind = "official" if report.official else "rule-based, no GPT judge"
     click.echo(f"{report.title}: {report.metric} {report.score:.2f} ({kind})")
+    truncated = "unknown" if gen.truncation_rate is None else f"{gen.truncation_rate:.1f}%"
+    tokens = "unknown" if gen.mean_tokens is None else f"{gen.mean_tokens:.0f}"
     click.echo(
         f"  items {report.n_items}, generated {gen.n_generated}, missing {report.n_missing}, errors {len(report.item_errors)}; "
-        f"truncated {gen.truncation_rate:.1f}%, mean {gen.mean_tokens:.0f} tokens"
+        f"truncated {truncated}, mean {tokens} tokens"
     )
     click.echo(
-        f"  no answer found {ex.parse_failures}, random guesses {ex.random_fallbacks}, "
-        f"nearest-choice {ex.nearest_choice_fallbacks}; Wait x{gen.reflection_words.get('Wait', 0)}"
+        f"  no answer span (whole answer parsed) {ex.whole_answer}, no answer found {ex.parse_failures}, "
+        f"random guesses {ex.random_fallbacks}, nearest-choice {ex.nearest_choice_fallbacks}; "
+        f"Wait x{gen.reflection_words.get('Wait', 0)}"
     )
 
 
@@ -88,7 +91,12 @@ def eval_cmd(
 @click.command("score")
 @click.option("--benchmark", required=True, help="Benchmark name (see `frankmerge benchmarks`).")
 @click.option("--data", required=True, type=_PATH, help="The benchmark data the generations answer.")
-@click.option("--predictions", required=True, type=_PATH, help="A generations.jsonl file.")
+@click.option(
+    "--predictions",
+    required=True,
+    type=_PATH,
+    help="generations.jsonl, JSONL with id and raw_text (or prediction), or VLMEvalKit's .xlsx/.tsv predictions.",
+)
 @click.option("--out", required=True, type=_PATH, help="Where report.json/.md and scores.jsonl go.")
 @click.option("--split", help="With a data directory: parquet files whose name contains this.")
 @click.option("--limit", type=int, help="Only the first N items.")
@@ -96,7 +104,7 @@ def eval_cmd(
 def score_cmd(
     benchmark: str, data: Path, predictions: Path, out: Path, split: str | None, limit: int | None, name: str | None
 ) -> None:
-    """Re-score saved generations (no model needed)."""
+    """Score saved predictions (no model needed): ours, minimal JSONL, or VLMEvalKit's prediction files."""
     from frankmerge.evaluation.run import score_predictions
 
     report = score_predictions(benchmark, data, predictions, out, split=split, limit=limit, name=name)

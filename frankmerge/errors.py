@@ -53,3 +53,22 @@ class DiskFullError(FrankmergeError):
 
 class IncompleteOutputError(FrankmergeError):
     """The written model does not hold exactly the VLM's tensor set."""
+
+
+def human_size(nbytes: float) -> str:
+    """A byte count for people, in decimal units as disks and the hub count: "512 B", "3.4 MB", "1.20 GB"."""
+    if nbytes < 1000:
+        return f"{int(nbytes)} B"
+    for unit, scale, digits in (("kB", 1e3, 1), ("MB", 1e6, 1), ("GB", 1e9, 2)):
+        if round(nbytes / scale, digits) < 1000:
+            return f"{nbytes / scale:.{digits}f} {unit}"
+    return f"{nbytes / 1e12:.2f} TB"
+
+
+def one_line(exc: BaseException | str) -> str:
+    """An exception's message on one line, for quoting a library's error inside ours: its lines
+    joined with "; " (PyYAML, pydantic and hub errors span several), whitespace collapsed."""
+    text = str(exc)
+    parts = [" ".join(line.split()) for line in text.splitlines()]
+    joined = "; ".join(part for part in parts if part)
+    return joined or (type(exc).__name__ if isinstance(exc, BaseException) else "")

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from frankmerge.checkpoints.dtypes import OUTPUT_DTYPES
 from frankmerge.checkpoints.output import (
@@ -39,6 +38,7 @@ from frankmerge.errors import RecipeError
 from frankmerge.inputs import RoleInput, open_inputs, roles_of
 from frankmerge.methods.frank import BlockCoefficients, BlockStats
 from frankmerge.methods.registry import Method, build_method
+from frankmerge.progress import progress_bar
 from frankmerge.reasoner_base import reasoner_reader
 from frankmerge.recipe import MergeRecipe, prior_from_profile
 from frankmerge.report import write_model_card, write_report
@@ -241,7 +241,7 @@ def _merge_opened(
             precomputed = [_block_stats(ws, inputs, i) for i in range(layout.num_blocks)] if method.global_stats else None
             if precomputed is not None:
                 method.prepare(precomputed)
-            bar = tqdm(range(layout.num_blocks), desc="merging blocks", unit="block", disable=not progress)
+            bar = progress_bar(range(layout.num_blocks), desc="merging blocks", unit="block", disable=not progress)
             with _StatsAhead(inputs, layout.num_blocks, chunk, recipe.allow_nonfinite, precomputed) as ahead:
                 for index in bar:
                     stats, coefficients = _merge_block(ws, writer, inputs, index, method, ahead.stats(index))

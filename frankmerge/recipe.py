@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from frankmerge.errors import RecipeError
+from frankmerge.errors import RecipeError, one_line
 from frankmerge.methods.frank import PRIOR_PARAMETERS, PriorKind
 
 
@@ -158,7 +158,8 @@ def prior_from_profile(path: Path, kind: PriorKind = "exponential") -> Prior:
     if "alpha" not in PRIOR_PARAMETERS[kind]:
         raise RecipeError(f"--prior {kind} takes no alpha, so --profile does not apply to it")
     layers = data.get("num_layers")
-    return Prior(kind=kind, alpha=alpha, scale=scale, profile=str(path), profile_layers=None if layers is None else int(layers))
+    layers = None if layers is None else int(layers)
+    return make_prior(kind=kind, alpha=alpha, scale=scale, profile=str(path), profile_layers=layers)
 
 
 def load_recipe(path: Path) -> MergeRecipe:
@@ -168,10 +169,31 @@ def load_recipe(path: Path) -> MergeRecipe:
     except FileNotFoundError as exc:
         raise RecipeError(f"recipe {path}: no such file") from exc
     except yaml.YAMLError as exc:
-        raise RecipeError(f"recipe {path}: not valid YAML ({exc})") from exc
+        raise RecipeError(f"recipe {path}: not valid YAML {describe_yaml_error(exc)}; fix the syntax there") from exc
     if not isinstance(data, dict):
         raise RecipeError(f"recipe {path}: expected a mapping of keys to values")
     return build_recipe(data, source=str(path))
+
+
+def describe_yaml_error(exc: yaml.YAMLError) -> str:
+    """Where and what, on one line: PyYAML's own message spans several lines with a caret drawing."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem is None or mark is None:
+        return f"({one_line(exc)})"
+    where = f"at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark is not None and (context_mark.line, context_mark.column) != (mark.line, mark.column):
+        return f"{where} ({context} from line {context_mark.line + 1}, column {context_mark.column + 1})"
+    return f"{where} ({context})" if context else where
+
+
+def make_prior(**values: Any) -> Prior:
+    """A Prior from option values; an invalid combination is a one-line RecipeError naming it."""
+    try:
+        return Prior(**values)
+    except ValidationError as exc:
+        raise RecipeError(describe_validation_error(exc)) from exc
 
 
 def build_recipe(data: dict[str, object], *, source: str = "recipe") -> MergeRecipe:

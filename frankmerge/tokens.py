@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frankmerge.errors import RecipeError
+from frankmerge.errors import CorruptCheckpointError, RecipeError
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 20
@@ -219,7 +219,7 @@ def add_think_prefix(directory: Path) -> list[str]:
         path = directory / name
         if not path.is_file():
             continue
-        data = json.loads(path.read_text())
+        data = _read_json(path)
         template = data.get("chat_template")
         if isinstance(template, str):
             data["chat_template"] = template + THINK_SUFFIX
@@ -233,6 +233,17 @@ def add_think_prefix(directory: Path) -> list[str]:
     return changed
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a model directory; malformed JSON is an error naming the file (copied from the VLM)."""
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise CorruptCheckpointError(f"{path.name} of the VLM: not valid JSON ({exc}); fix or re-download it") from exc
+    if not isinstance(data, dict):
+        raise CorruptCheckpointError(f"{path.name} of the VLM: expected a JSON object; fix or re-download it")
+    return data
+
+
 # Settings for long reasoning, as DeepSeek-R1's model card recommends (temperature 0.6, top-p 0.95,
 # sampling); 8192 new tokens leaves room for the paper's ~3.5k-token answers and their reflection.
 REASONING_GENERATION = {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "max_new_tokens": 8192}
@@ -240,7 +251,7 @@ REASONING_GENERATION = {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "m
 
 def write_generation_config(directory: Path) -> dict[str, Any]:
     path = directory / "generation_config.json"
-    config = json.loads(path.read_text()) if path.is_file() else {}
+    config = _read_json(path) if path.is_file() else {}
     config.update(REASONING_GENERATION)
     path.write_text(json.dumps(config, indent=2) + "\n")
     return config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from frankmerge import FrankmergeError, MergeRecipe, Prior, merge
 from frankmerge.cli import main
-from frankmerge.errors import DiskFullError
+from frankmerge.errors import DiskFullError, human_size
 from tests.fakes import full_disk
 
 
@@ -218,6 +219,35 @@ def test_output_overlapping_an_input_is_refused_even_with_overwrite(triple, tmp_
     assert not [p for p in tmp_path.rglob("*frankmerge-partial*")]
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("vlm: a\nreasoner: b: c\n", "at line 2, column 12: mapping values are not allowed here"),
+        ("vlm: [a, b\nbase: c\n", "line 2, column 5: expected ',' or ']', but got ':' (while parsing a flow sequence"),
+        ("vlm: a\n\tbase: c\n", "at line 2, column 1: found character '\\t' that cannot start any token"),
+    ],
+)
+def test_recipe_that_is_not_yaml_is_one_line(tmp_path: Path, text: str, where: str):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    line = assert_refused(["merge", str(recipe), "--out", str(tmp_path / "out")], tmp_path / "out", str(recipe), where)
+    assert line.endswith("; fix the syntax there"), line
+
+
+def test_prior_option_missing_its_parameter_is_one_line(triple, tmp_path: Path):
+    line = assert_refused(merge_args(*triple, tmp_path / "out", "--prior", "relative"), tmp_path / "out", "needs alpha")
+    assert "validation error" not in line, line
+
+
+def test_a_multi_line_library_message_is_printed_on_one_line(triple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise FrankmergeError('x.json: not valid (Expecting value\n  in "x.json", line 3\n    ^)')
+
+    monkeypatch.setattr(importlib.import_module("frankmerge.merge"), "open_inputs", broken)
+    line = assert_refused(merge_args(*triple, tmp_path / "out", "--no-prior"), tmp_path / "out", "x.json")
+    assert line == 'error: x.json: not valid (Expecting value; in "x.json", line 3; ^)', line
+
+
 def test_unknown_recipe_key(triple, tmp_path: Path):
     vlm, reasoner, base = triple
     recipe = tmp_path / "recipe.yaml"
@@ -314,7 +344,13 @@ def test_disk_too_small_is_refused_before_writing(triple, tmp_path: Path, monkey
 
     real = shutil_module.disk_usage
     monkeypatch.setattr("frankmerge.checkpoints.output.shutil.disk_usage", lambda path: real(path)._replace(free=1000))
-    assert_refused(merge_args(*triple, tmp_path / "out", "--no-prior"), tmp_path / "out", "GB free")
+    line = assert_refused(merge_args(*triple, tmp_path / "out", "--no-prior"), tmp_path / "out", "has 1.0 kB free")
+    assert re.search(r"the merge needs \d+\.\d (kB|MB) but", line) and "0.00 GB" not in line, line
+
+
+def test_sizes_in_messages_are_human_readable():
+    sizes = [0, 512, 999, 1000, 3_400_000, 999_960, 1_200_000_000, 5 * 10**12]
+    assert [human_size(n) for n in sizes] == ["0 B", "512 B", "999 B", "1.0 kB", "3.4 MB", "1.0 MB", "1.20 GB", "5.00 TB"]
 
 
 def test_interrupted_merge_leaves_nothing(triple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

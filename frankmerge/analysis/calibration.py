@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from frankmerge.analysis.errors import CalibrationError
+from frankmerge.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class CalibrationImage:
             with self._open() as image:
                 return image.convert("RGB")
         except (OSError, ValueError, UnidentifiedImageError) as exc:
-            raise CalibrationError(f"calibration image {self.name}: cannot decode ({exc})") from exc
+            raise CalibrationError(f"calibration image {self.name}: cannot decode ({one_line(exc)})") from exc
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def parquet_dataset(path: Path, column: str | None = None) -> CalibrationSet:
                 )
             values = pq.read_table(file, columns=[name]).column(name).to_pylist()
         except (OSError, pa.ArrowException) as exc:
-            raise CalibrationError(f"--dataset {file}: not a readable parquet file ({exc})") from exc
+            raise CalibrationError(f"--dataset {file}: not a readable parquet file ({one_line(exc)})") from exc
         for row, value in enumerate(values):
             data = value.get("bytes") if isinstance(value, dict) else value
             label = f"{file.name}#{row}"

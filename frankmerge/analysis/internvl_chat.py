@@ -23,6 +23,7 @@ import torch
 
 from frankmerge.analysis.errors import ProfileError
 from frankmerge.checkpoints.reader import Checkpoint
+from frankmerge.errors import one_line
 
 IMAGE_CONTEXT = "<IMG_CONTEXT>"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -244,7 +245,7 @@ class ChatProcessor:
                 "its tokenizer is remote code (InternLM2's tokenization_internlm2.py), which frankmerge does not run; "
                 "save the tokenizer as a fast tokenizer.json next to it, or choose --alpha by hand"
                 if not (path / "tokenizer.json").is_file() and (path / "tokenizer.model").is_file()
-                else f"cannot load its tokenizer without remote code ({type(exc).__name__}: {exc})"
+                else f"cannot load its tokenizer without remote code ({type(exc).__name__}: {one_line(exc)})"
             )
             raise ProfileError(f"{who}: {hint}") from exc
         finally:

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from frankmerge.analysis.attention import AttentionProbe, ProbeTarget
 from frankmerge.analysis.calibration import CalibrationSet, bundled_calibration_set
@@ -34,8 +33,10 @@ from frankmerge.analysis.profile_report import (
 )
 from frankmerge.checkpoints.reader import Checkpoint
 from frankmerge.checkpoints.resolve import resolve_checkpoint
+from frankmerge.errors import one_line
 from frankmerge.layouts import read_config
 from frankmerge.layouts.families import BY_MODEL_TYPE, FAMILIES
+from frankmerge.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def profile_vlm(
         raise ProfileError(f"--vlm {vlm}: config says {info.num_layers} decoder layers, the model has {probe.num_layers}")
     probe.install()
     rows, records = [], []
-    for image in tqdm(source, desc="profiling", unit="image", disable=not progress):
+    for image in progress_bar(source, desc="profiling", unit="image", disable=not progress):
         begin = time.perf_counter()
         inputs = _inputs(processor, model, image.load(), options.prompt)
         sums, visual, prompt_len = _measure(model, probe, inputs, info.image_token_id, options, image.name)
@@ -185,7 +186,7 @@ def _load(path: Path, options: ProfileOptions, info: ModelInfo) -> tuple[Any, An
     try:
         processor = AutoProcessor.from_pretrained(path)
     except Exception as exc:  # transformers raises OSError, ValueError, AttributeError for missing/odd files
-        raise ProfileError(f"--vlm {path}: cannot load its processor ({type(exc).__name__}: {exc})") from exc
+        raise ProfileError(f"--vlm {path}: cannot load its processor ({type(exc).__name__}: {one_line(exc)})") from exc
     if getattr(processor, "chat_template", None) is None:
         raise ProfileError(f"--vlm {path}: the processor has no chat template; add chat_template.jinja to the model directory")
     return AutoModelForImageTextToText.from_pretrained(path, **kwargs).eval(), processor

@@ -19,6 +19,7 @@ from frankmerge import __version__
 from frankmerge.analysis.errors import ProfileError
 from frankmerge.analysis.files import commit_files, json_safe
 from frankmerge.analysis.fit import BootstrapResult, DecayFit
+from frankmerge.errors import one_line
 
 PROFILE_FORMAT = "frankmerge-profile"
 PROFILE_VERSION = 1
@@ -222,7 +223,7 @@ def profile_summary(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise ProfileError(f"--profile {path}: unreadable ({exc})") from exc
+        raise ProfileError(f"--profile {path}: unreadable ({one_line(exc)})") from exc
     method, images, fit = data.get("method", {}), data.get("images", {}), data.get("fit", {})
     boot = data.get("bootstrap", {})
     return {

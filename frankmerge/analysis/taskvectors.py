@@ -13,13 +13,13 @@ import time
 from dataclasses import dataclass, fields, replace
 
 import torch
-from tqdm.auto import tqdm
 
 from frankmerge import kernels
 from frankmerge.doctor import check_pair
 from frankmerge.errors import NonFiniteError, RecipeError
 from frankmerge.inputs import RoleInput, open_inputs
 from frankmerge.methods.frank import BlockStats, frank_coefficients, prior_weights
+from frankmerge.progress import progress_bar
 from frankmerge.reasoner_base import reasoner_reader
 from frankmerge.recipe import MergeRecipe, Prior
 from frankmerge.streaming import Source, Workspace, dot64, fused, read_arrays, release
@@ -211,7 +211,7 @@ def _stream(inputs: dict[str, RoleInput], chunk: int, progress: bool) -> list[Gr
     ws = Workspace(chunk, torch.float32)
     scratch = torch.empty(chunk, dtype=torch.float32)
     rows: list[GroupStats] = []
-    for index in tqdm(range(vlm.layout.num_blocks), desc="analysing blocks", unit="block", disable=not progress):
+    for index in progress_bar(range(vlm.layout.num_blocks), desc="analysing blocks", unit="block", disable=not progress):
         groups: dict[str, Sums] = {}
         for suffix, name_v in vlm.layout.blocks[index].items():
             sources = (

@@ -15,7 +15,7 @@ import torch
 from frankmerge.checkpoints.dtypes import dtype_name
 from frankmerge.checkpoints.reader import Checkpoint
 from frankmerge.checkpoints.writer import PlannedTensor
-from frankmerge.errors import DiskFullError, IncompleteOutputError, OutputExistsError
+from frankmerge.errors import DiskFullError, IncompleteOutputError, OutputExistsError, human_size
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".msgpack", ".h5")
 NOT_COPIED = {
@@ -51,7 +51,7 @@ def check_free_space(out: Path, needed_bytes: int) -> None:
     free = shutil.disk_usage(parent).free
     if free < needed_bytes:
         raise DiskFullError(
-            f"--out {out}: the merge needs {needed_bytes / 1e9:.2f} GB but {parent} has {free / 1e9:.2f} GB free; "
+            f"--out {out}: the merge needs {human_size(needed_bytes)} but {parent} has {human_size(free)} free; "
             "free space or choose another --out"
         )
 

@@ -22,7 +22,7 @@ import torch
 
 from frankmerge.checkpoints.dtypes import element_size
 from frankmerge.checkpoints.header import TensorInfo, read_safetensors_header
-from frankmerge.errors import CorruptCheckpointError, UnsafeCheckpointError
+from frankmerge.errors import CorruptCheckpointError, UnsafeCheckpointError, one_line
 
 SAFE_INDEX = "model.safetensors.index.json"
 SAFE_SINGLE = "model.safetensors"
@@ -96,7 +96,7 @@ class Checkpoint:
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             except Exception as exc:  # torch raises many types for bad archives
-                raise CorruptCheckpointError(f"{path}: cannot load with weights_only=True ({exc})") from exc
+                raise CorruptCheckpointError(f"{path}: cannot load with weights_only=True ({one_line(exc)})") from exc
             for name, tensor in state.items():
                 self._pickled[name] = tensor
                 self._tensors[name] = TensorInfo(name, tensor.dtype, tuple(tensor.shape), path, -1)
@@ -231,5 +231,5 @@ def _read_weight_map(index: Path) -> dict[str, str]:
         if not isinstance(weight_map, dict):
             raise ValueError("weight_map is not an object")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CorruptCheckpointError(f"{index}: unreadable index ({exc}); re-download the checkpoint") from exc
+        raise CorruptCheckpointError(f"{index}: unreadable index ({one_line(exc)}); re-download the checkpoint") from exc
     return {str(k): str(v) for k, v in weight_map.items()}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from frankmerge.errors import CheckpointNotFoundError
+from frankmerge.errors import CheckpointNotFoundError, one_line
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
 # Files a merge needs: weights, configs, tokenizer and processor files. No remote code is fetched
@@ -49,5 +49,5 @@ def _from_hub(repo_id: str, revision: str | None, *, role: str, allow_download: 
             f"run `hf download {repo_id}` (or pass --download), or fix the path"
         ) from exc
     except Exception as exc:  # network, auth and repository errors from the hub client
-        raise CheckpointNotFoundError(f"--{role} {repo_id}: cannot resolve ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointNotFoundError(f"--{role} {repo_id}: cannot resolve ({type(exc).__name__}: {one_line(exc)})") from exc
     return Path(directory)

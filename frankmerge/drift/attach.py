@@ -23,6 +23,7 @@ from frankmerge.drift.coverage import EMBED, HEAD, NORM, block_name, group_of, p
 from frankmerge.drift.errors import DriftOptionError, DriftSetupError, PriorMismatchError
 from frankmerge.drift.guidance import EPS, GuidanceHooks, Guide, PriorTerm, Target, parse_placement, parse_timing
 from frankmerge.drift.prior_file import DriftPrior, load_prior
+from frankmerge.errors import human_size
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +138,14 @@ def attach_drift(
         delta_dtypes=tuple(sorted({dtype_name(t.term.tensor.dtype) for t in targets})),
     )
     log.info(
-        "DRIFT: attached %d hooks (%s, alpha=%g, %s timing, Δ %s in %s, %.1f MB)",
+        "DRIFT: attached %d hooks (%s, alpha=%g, %s timing, Δ %s in %s, %s)",
         handle.num_hooks,
         config.variant,
         config.alpha,
         config.timing,
         config.placement,
         "/".join(handle.delta_dtypes),
-        handle.delta_bytes / 1e6,
+        human_size(handle.delta_bytes),
     )
     return handle
 

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from frankmerge.drift.errors import DriftDataError
+from frankmerge.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def load_chat_jsonl(path: str | Path, image_root: str | Path | None = None) -> l
             try:
                 record = json.loads(text)
             except ValueError as exc:
-                raise DriftDataError(f"{path} line {number}: not valid JSON ({exc})") from exc
+                raise DriftDataError(f"{path} line {number}: not valid JSON ({one_line(exc)})") from exc
             samples.append(_parse(record, number, path, root))
     if not samples:
         raise DriftDataError(f"--data {path}: no records")
@@ -230,4 +231,4 @@ def _load_image(path: Path) -> Any:
         with Image.open(path) as image:
             return image.convert("RGB")
     except OSError as exc:
-        raise DriftDataError(f"image {path}: cannot be read ({exc})") from exc
+        raise DriftDataError(f"image {path}: cannot be read ({one_line(exc)})") from exc

@@ -25,6 +25,7 @@ import torch
 
 from frankmerge.checkpoints.dtypes import SAFETENSORS_TO_TORCH, TORCH_TO_SAFETENSORS, element_size
 from frankmerge.drift.errors import PriorFormatError
+from frankmerge.errors import one_line
 
 PRIOR_FORMAT = "frankmerge-drift-prior"
 PRIOR_VERSION = 1
@@ -90,7 +91,7 @@ class PriorMetadata:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise PriorFormatError(
-                f"{source}: metadata is not a frankmerge DRIFT prior v{PRIOR_VERSION} ({exc}); "
+                f"{source}: metadata is not a frankmerge DRIFT prior v{PRIOR_VERSION} ({one_line(exc)}); "
                 "rebuild it with `frankmerge drift-prior`"
             ) from exc
 
@@ -203,7 +204,7 @@ def load_prior(path: str | Path) -> DriftPrior:
             stored = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
             dtypes = {name: handle.get_slice(name).get_dtype() for name in handle.keys()}  # noqa: SIM118
     except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise PriorFormatError(f"{path}: not a readable safetensors file ({exc})") from exc
+        raise PriorFormatError(f"{path}: not a readable safetensors file ({one_line(exc)})") from exc
     if META_KEY not in metadata:
         raise PriorFormatError(f"{path}: has no DRIFT metadata; is it a prior built by `frankmerge drift-prior`?")
     meta = PriorMetadata.from_json(metadata[META_KEY], path)

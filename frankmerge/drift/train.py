@@ -31,6 +31,7 @@ from frankmerge.drift.prior import PriorOptions, build_prior, prior_dtype
 from frankmerge.drift.prior_file import DriftPrior, load_prior
 from frankmerge.drift.report import InitialWeights, fingerprint, loss_curve, peak_memory, prior_movement, write_report
 from frankmerge.errors import OutputExistsError
+from frankmerge.progress import ProgressLines, interactive
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,8 @@ def drift_train(
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # what the Trainer prints in place of the bar
+    elif not interactive():  # a log file or pipe: a plain line every few seconds instead of bar redraws
+        trainer.add_callback(_step_lines())
     train_output = trainer.train()
     trainer.save_model(str(out))
     report: dict[str, Any] = {}
@@ -195,7 +198,7 @@ def _training_arguments(out: Path, options: TrainOptions) -> Any:
         optim=options.optim,
         logging_steps=options.logging_steps,
         logging_first_step=True,
-        disable_tqdm=not options.progress,
+        disable_tqdm=not options.progress or not interactive(),
         save_strategy="no",
         report_to="none",
         remove_unused_columns=False,
@@ -204,6 +207,28 @@ def _training_arguments(out: Path, options: TrainOptions) -> Any:
         dataloader_pin_memory=accelerated,
         use_cpu=not accelerated,  # without it, CPU processes under torchrun/accelerate would not form a DDP group
     )
+
+
+def _step_lines() -> Any:
+    """A Trainer callback reporting the main process's optimiser steps through ProgressLines."""
+    from transformers import TrainerCallback
+
+    class StepLines(TrainerCallback):  # type: ignore[misc]
+        lines: ProgressLines[int] | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                self.lines = ProgressLines(desc="training", unit="step", total=state.max_steps)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.lines is not None:
+                self.lines.update(state.global_step - self.lines.n)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.lines is not None:
+                self.lines.close()
+
+    return StepLines()
 
 
 def _prepare_output_and_prior(

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from frankmerge.errors import one_line
 from frankmerge.evaluation.errors import ReportError
 from frankmerge.evaluation.report import REPORT_JSON
 
@@ -26,8 +27,8 @@ class RunSummary:
     metric: str
     score: float
     official: bool
-    truncation_rate: float
-    mean_tokens: float
+    truncation_rate: float | None  # None: the predictions did not record it
+    mean_tokens: float | None
     parse_failures: int
     random_fallbacks: int
     reflection_words: dict[str, int]
@@ -44,15 +45,15 @@ def _summary(data: dict[str, Any], name: str | None, source: Path) -> RunSummary
             metric=data["metric"],
             score=float(data["score"]),
             official=bool(data["official"]),
-            truncation_rate=float(gen["truncation_rate"]),
-            mean_tokens=float(gen["mean_tokens"]),
+            truncation_rate=None if gen["truncation_rate"] is None else float(gen["truncation_rate"]),
+            mean_tokens=None if gen["mean_tokens"] is None else float(gen["mean_tokens"]),
             parse_failures=int(ex["parse_failures"]),
             random_fallbacks=int(ex["random_fallbacks"]) + int(ex["nearest_choice_fallbacks"]),
             reflection_words={k: int(v) for k, v in gen["reflection_words"].items()},
             source=str(source),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise ReportError(f"{source}: not a frankmerge benchmark report ({exc})") from exc
+        raise ReportError(f"{source}: not a frankmerge benchmark report ({one_line(exc)})") from exc
 
 
 def load_runs(paths: Sequence[Path], names: Sequence[str] = ()) -> list[RunSummary]:

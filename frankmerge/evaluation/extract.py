@@ -2,7 +2,9 @@
 
 Every benchmark scorer sees the same span, so a model is never judged on its thinking: take the
 text after the last ``</think>`` (a think block left open means the answer was truncated), then
-the last ``\\boxed{}``, else the last ``Answer:`` line, else the last "the answer is" span.
+the last ``\\boxed{}``, else the last ``Answer:`` line, else the last "the answer is" span, else
+the whole answer text, cleaned of markdown emphasis and surrounding punctuation (``**D**.`` is
+``D``: MMMU's official parser would otherwise draw a random option for it).
 Standard library only, so small training-time evaluators can import it cheaply.
 """
 
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 
-# How the final answer was found; "none" means the official parser gets the whole answer text.
+# How the final answer was found; "none" means the official parser gets the whole answer text, cleaned.
 SPAN_KINDS: tuple[str, ...] = ("boxed", "answer_line", "answer_is", "none", "truncated")
 
 _BOX_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -24,6 +26,9 @@ _ANSWER_IS = re.compile(r"(?i)\bthe\s+(?:final\s+|correct\s+|right\s+)?answer\s+
 _LETTER_ONLY = re.compile(r"^[(\[]?([A-Z])[)\].:]?$")
 _TEXT_WRAP = re.compile(r"^\\(?:text|textbf|mathrm|mathbf)\{(.*)\}$", re.S)
 _NUMBER = re.compile(r"^[-+]?\d[\d,]*(?:\.\d+)?$|^[-+]?\.\d+$")
+# Markdown emphasis (**x**, __x__, *x*, _x_) not inside a word, so a_1 or 2*3*4 stay as they are.
+_EMPHASIS = re.compile(r"(?<![\w*])(\*\*|__|\*|_)(?=\S)(.+?)(?<=\S)\1(?![\w*])", re.S)
+_SURROUNDING = " \t\r\n\"'“”‘’`*_.,;:!?"
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,12 @@ class AnswerSpan:
 
     @property
     def final(self) -> str:
-        return self.span if self.kind in ("boxed", "answer_line", "answer_is") else self.answer_text.strip()
+        return self.span if self.kind in ("boxed", "answer_line", "answer_is") else clean_answer_text(self.answer_text)
+
+    @property
+    def whole_answer(self) -> bool:
+        """No span was found and the parser gets the whole (cleaned) answer text."""
+        return self.kind == "none" and bool(self.final)
 
 
 def split_think(raw_text: str, prompt_opened_think: bool = False) -> tuple[str, str]:
@@ -117,6 +127,19 @@ def clean_span(span: str) -> str:
             break
     letter = _LETTER_ONLY.match(s)
     return letter.group(1) if letter else s
+
+
+def clean_answer_text(text: str) -> str:
+    """The whole answer as a parser should see it when no span was found: markdown emphasis
+    unwrapped anywhere, then surrounding whitespace, quotes and punctuation (a trailing period)
+    stripped and the span wrappers of ``clean_span`` removed: ``"**D**."`` -> ``"D"``."""
+    s = text
+    for _ in range(3):  # nested emphasis: ***D*** or **_D_**
+        unwrapped = _EMPHASIS.sub(r"\2", s)
+        if unwrapped == s:
+            break
+        s = unwrapped
+    return clean_span(s.strip(_SURROUNDING))
 
 
 def extract_answer(raw_text: str, prompt_opened_think: bool = False) -> AnswerSpan:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from frankmerge.errors import one_line
 from frankmerge.evaluation.errors import BackendUnavailableError
 from frankmerge.evaluation.prompting import PreparedPrompt, clean_reply
 from frankmerge.evaluation.records import GenerationSettings
@@ -68,7 +69,7 @@ def _internvl_chat(model_dir: Path, raw: dict[str, Any], dtype: Any, placement: 
         with Checkpoint(model_dir) as weights:
             model = load_native(weights, raw, processor.image_token_id, who, dtype=dtype, **placement)
     except ProfileError as exc:
-        raise BackendUnavailableError(str(exc)) from exc
+        raise BackendUnavailableError(one_line(exc)) from exc
     if (model_dir / "generation_config.json").is_file():
         model.generation_config = tf.GenerationConfig.from_pretrained(model_dir)
     return processor, model

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from frankmerge.errors import one_line
 from frankmerge.evaluation.data.images import load_image
 from frankmerge.evaluation.errors import EvaluationError, ImageDecodeError
 from frankmerge.evaluation.extract import THINK_CLOSE, THINK_OPEN
@@ -94,7 +95,7 @@ def prepare(processor: Any, items: Iterable[Item], think_template: str) -> list[
         try:
             images = tuple(load_image(item.images[i]) for i in order)
         except ImageDecodeError as exc:
-            prepared.append(FailedPrompt(item.id, str(exc)))
+            prepared.append(FailedPrompt(item.id, one_line(exc)))
             continue
         digest = hashlib.sha256(text.encode())
         for ref in (item.images[i] for i in order):

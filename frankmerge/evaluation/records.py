@@ -82,8 +82,10 @@ class GenerationRecord:
 
     id: str
     raw_text: str
-    finish_reason: str  # "stop", "length" (hit max_new_tokens) or "error" (item not generated)
-    n_tokens: int  # generated tokens, without the end-of-sequence token
+    # "stop", "length" (hit max_new_tokens) or "error" (item not generated); None: unknown, as in
+    # predictions made by other tools, which the report then shows as unknown rather than guessing
+    finish_reason: str | None = None
+    n_tokens: int | None = None  # generated tokens, without the end-of-sequence token; None: unknown
     benchmark: str = ""
     n_prompt_tokens: int = 0
     think_open_in_prompt: bool = False  # the chat template opened a <think> block
@@ -102,16 +104,20 @@ class GenerationRecord:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["id"] = str(values["id"])
+        if "raw_text" not in data:  # a minimal prediction: {"id": ..., "prediction": ...}
+            values["raw_text"] = data.get("prediction")
+        values["raw_text"] = "" if values.get("raw_text") is None else str(values["raw_text"])
         values["settings"] = GenerationSettings.from_dict(data.get("settings") or {})
         values["model"] = ModelInfo(**{k: v for k, v in (data.get("model") or {}).items() if k in ("path", "name", "sha256")})
         return cls(**values)
 
 
-_REQUIRED = ("id", "raw_text", "finish_reason", "n_tokens")
-
-
 def read_records(path: Path) -> list[GenerationRecord]:
-    """Records of a JSONL file; a torn last line (an interrupted run) is dropped with a warning."""
+    """Records of a JSONL file; a torn last line (an interrupted run) is dropped with a warning.
+
+    Only ``id`` and ``raw_text`` (or ``prediction``) are required, so predictions written by other
+    tools can be scored; what they lack (token counts, finish reasons) is reported as unknown.
+    """
     path = Path(path)
     if not path.is_file():
         raise PredictionsError(f"predictions file not found: {path}")
@@ -127,9 +133,11 @@ def read_records(path: Path) -> list[GenerationRecord]:
                 log.warning("%s:%d: dropping a torn last line (interrupted run); it will be regenerated", path, number)
                 break
             raise PredictionsError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-        missing = [k for k in _REQUIRED if not isinstance(data, dict) or k not in data]
-        if missing:
-            raise PredictionsError(f"{path}:{number}: record lacks {', '.join(missing)}")
+        if not isinstance(data, dict) or "id" not in data or not ("raw_text" in data or "prediction" in data):
+            raise PredictionsError(
+                f"{path}:{number}: a prediction needs 'id' and 'raw_text' (or 'prediction'); "
+                f"this line has {', '.join(map(repr, data)) if isinstance(data, dict) else 'no JSON object'}"
+            )
         record = GenerationRecord.from_dict(data)
         if record.id in records:
             log.warning("%s:%d: id %s appears again; the later record wins", path, number, record.id)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from frankmerge import __version__
-from frankmerge.evaluation.scoring import BenchmarkReport, ItemScore
+from frankmerge.evaluation.scoring import BenchmarkReport, GenerationStats, ItemScore
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -44,6 +44,20 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines + [""]
 
 
+def unknown_or(value: float | int | None, template: str) -> str:
+    """``template`` filled with ``value``, or "unknown" when the predictions did not record it."""
+    return "unknown" if value is None else template.format(value)
+
+
+def truncation_line(gen: GenerationStats) -> str:
+    if gen.truncation_rate is None:
+        return f"Truncation rate unknown (no finish reasons in the predictions; {gen.unclosed_think} left <think> open)"
+    return (
+        f"Truncation rate {gen.truncation_rate:.2f}% ({gen.truncated_by_length} hit max_new_tokens, "
+        f"{gen.unclosed_think} left <think> open)"
+    )
+
+
 def render_markdown(report: BenchmarkReport) -> str:
     """A human-readable page: headline, extraction and truncation, lengths, reflection, breakdowns."""
     model = report.model.name if report.model else "unknown model"
@@ -60,14 +74,13 @@ def render_markdown(report: BenchmarkReport) -> str:
         "## Answer extraction",
         "",
         *_table(["span", "items"], [[k, v] for k, v in ex.span_kinds.items() if v]),
-        f"Parser found no answer: {ex.parse_failures}; random-option fallbacks: {ex.random_fallbacks}; "
-        f"nearest-choice fallbacks: {ex.nearest_choice_fallbacks}.",
+        f"No answer span, whole answer cleaned and parsed: {ex.whole_answer}; parser found no answer: {ex.parse_failures}; "
+        f"random-option fallbacks: {ex.random_fallbacks}; nearest-choice fallbacks: {ex.nearest_choice_fallbacks}.",
         f"Per-question accuracy {ex.accuracy:.2f}, {ex.accuracy_without_guesses:.2f} when guesses count as wrong.",
         "",
         "## Generation",
         "",
-        f"Truncation rate {gen.truncation_rate:.2f}% ({gen.truncated_by_length} hit max_new_tokens, "
-        f"{gen.unclosed_think} left <think> open); mean output length {gen.mean_tokens:.1f} tokens.",
+        f"{truncation_line(gen)}; mean output length {unknown_or(gen.mean_tokens, '{:.1f} tokens')}.",
         "",
     ]
     if gen.mean_tokens_by_difficulty:

@@ -15,6 +15,7 @@ from frankmerge.evaluation.data.tables import read_table
 from frankmerge.evaluation.errors import DataFileError, EvaluationError
 from frankmerge.evaluation.generate import Generation
 from frankmerge.evaluation.items import Item
+from frankmerge.evaluation.predictions import read_predictions
 from frankmerge.evaluation.prompting import FailedPrompt, PreparedPrompt, prepare
 from frankmerge.evaluation.records import (
     BACKENDS,
@@ -28,6 +29,7 @@ from frankmerge.evaluation.records import (
 )
 from frankmerge.evaluation.report import write_report
 from frankmerge.evaluation.scoring import BenchmarkReport, check_prediction_ids, score_records
+from frankmerge.progress import progress_bar
 
 log = logging.getLogger(__name__)
 GENERATIONS = "generations.jsonl"
@@ -107,8 +109,6 @@ def generate_missing(
     progress: bool = True,
 ) -> int:
     """Append records for every item not yet in OUT/generations.jsonl; returns how many were made."""
-    from tqdm.auto import tqdm
-
     path = out / GENERATIONS
     existing = read_records(path) if path.exists() else []
     check_resumable(existing, settings, model, path)
@@ -119,7 +119,9 @@ def generate_missing(
     if not todo:
         return 0
     backend = backend_factory(model_dir, settings, max((len(i.images) for i in items), default=0))
-    with tqdm(total=len(items), initial=len(items) - len(todo), unit="item", desc=benchmark.name, disable=not progress) as bar:
+    with progress_bar(
+        total=len(items), initial=len(items) - len(todo), unit="item", desc=benchmark.name, disable=not progress
+    ) as bar:
         for batch in _batches(todo, settings.batch_size):
             start = time.perf_counter()
             prepared = prepare(backend.processor, batch, settings.think_template)
@@ -180,10 +182,11 @@ def score_predictions(
     limit: int | None = None,
     name: str | None = None,
 ) -> BenchmarkReport:
-    """Re-score a generations file against the benchmark data; ids unknown to the data are an error."""
+    """Re-score predictions (generations.jsonl, minimal JSONL or a VLMEvalKit .xlsx/.tsv) against the
+    benchmark data; ids unknown to the data are an error."""
     benchmark = get_benchmark(benchmark_name)
     items = load_items(benchmark, data, split)
-    records = read_records(predictions)
+    records = read_predictions(predictions, [item.id for item in items])
     check_prediction_ids(items, records, benchmark.name)
     items = items[:limit]
     ids = {item.id for item in items}

@@ -22,7 +22,7 @@ class ItemScore:
 
     id: str
     correct: bool
-    finish_reason: str  # "stop", "length", or "missing" / "error" when there is no reply
+    finish_reason: str  # "stop", "length", "unknown" (not recorded), or "missing" / "error" when there is no reply
     difficulty: str | None
     parsed: str = ""
     span: str = ""
@@ -30,8 +30,9 @@ class ItemScore:
     parse_failed: bool = True
     random_fallback: bool = False
     nearest_fallback: bool = False
+    whole_answer: bool = False  # no span: the cleaned whole answer was parsed
     truncated: bool = False
-    n_tokens: int = 0
+    n_tokens: int | None = 0  # None: the prediction did not record it
     error: str | None = None
 
 
@@ -56,17 +57,21 @@ class ExtractionStats:
     parse_failures: int
     random_fallbacks: int
     nearest_choice_fallbacks: int
+    whole_answer: int  # no span found: the whole answer, cleaned of markdown and punctuation, went to the parser
     accuracy: float  # per-question accuracy, every benchmark
     accuracy_without_guesses: float  # the same, random / nearest-choice guesses counted wrong
 
 
 @dataclass(frozen=True)
 class GenerationStats:
+    """Length and truncation of the replies; None where the predictions do not record what a number
+    needs (token counts, finish reasons: predictions from other tools), never an estimate."""
+
     n_generated: int
-    truncated_by_length: int  # finish_reason "length"
+    truncated_by_length: int | None  # finish_reason "length"
     unclosed_think: int  # a <think> block never closed
-    truncation_rate: float  # percent of generated items with either
-    mean_tokens: float
+    truncation_rate: float | None  # percent of generated items with either
+    mean_tokens: float | None
     mean_tokens_by_difficulty: tuple[GroupMean, ...]
     reflection_words: Mapping[str, int]
     reflection_words_per_item: float
@@ -112,6 +117,7 @@ def score_item(
     judgement = benchmark.judge(item, span.final, rng)
     score = ItemScore(
         id=item.id,
+        whole_answer=span.whole_answer,
         correct=judgement.correct,
         parsed=judgement.parsed,
         span=span.span,
@@ -120,7 +126,7 @@ def score_item(
         random_fallback=judgement.random_fallback,
         nearest_fallback=judgement.nearest_fallback,
         truncated=span.truncated or record.finish_reason == "length",
-        finish_reason=record.finish_reason,
+        finish_reason=record.finish_reason or "unknown",
         n_tokens=record.n_tokens,
         difficulty=item.difficulty,
     )
@@ -170,6 +176,7 @@ def _extraction_stats(scores: Sequence[ItemScore]) -> ExtractionStats:
         parse_failures=sum(s.parse_failed for s in scores),
         random_fallbacks=sum(s.random_fallback for s in scores),
         nearest_choice_fallbacks=sum(s.nearest_fallback for s in scores),
+        whole_answer=sum(s.whole_answer for s in scores),
         accuracy=percent(sum(s.correct for s in scores), n),
         accuracy_without_guesses=percent(sum(s.correct and not (s.random_fallback or s.nearest_fallback) for s in scores), n),
     )
@@ -177,9 +184,12 @@ def _extraction_stats(scores: Sequence[ItemScore]) -> ExtractionStats:
 
 def _generation_stats(generated: Sequence[ItemScore], records: Sequence[GenerationRecord]) -> GenerationStats:
     n = len(generated)
+    tokens = [s.n_tokens for s in generated if s.n_tokens is not None]
+    tokens_known = len(tokens) == n
+    finish_known = all(s.finish_reason != "unknown" for s in generated)
     lengths: dict[str, list[int]] = defaultdict(list)
     for s in generated:
-        if s.difficulty is not None:
+        if s.difficulty is not None and s.n_tokens is not None and tokens_known:
             lengths[s.difficulty].append(s.n_tokens)
     reflection = dict.fromkeys(REFLECTION_WORDS, 0)
     for record in records:
@@ -187,10 +197,10 @@ def _generation_stats(generated: Sequence[ItemScore], records: Sequence[Generati
             reflection[word] += count
     return GenerationStats(
         n_generated=n,
-        truncated_by_length=sum(s.finish_reason == "length" for s in generated),
+        truncated_by_length=sum(s.finish_reason == "length" for s in generated) if finish_known else None,
         unclosed_think=sum(s.span_kind == "truncated" for s in generated),
-        truncation_rate=percent(sum(s.truncated for s in generated), n),
-        mean_tokens=sum(s.n_tokens for s in generated) / n if n else 0.0,
+        truncation_rate=percent(sum(s.truncated for s in generated), n) if finish_known else None,
+        mean_tokens=(sum(tokens) / n if n else 0.0) if tokens_known else None,
         mean_tokens_by_difficulty=tuple(GroupMean(g, len(v), sum(v) / len(v)) for g, v in sorted(lengths.items())),
         reflection_words=reflection,
         reflection_words_per_item=sum(reflection.values()) / n if n else 0.0,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from frankmerge.errors import human_size
 from frankmerge.evaluation.errors import BackendUnavailableError
 from frankmerge.evaluation.generate import Generation
 from frankmerge.evaluation.prompting import PreparedPrompt, clean_reply
@@ -29,7 +30,7 @@ def choose_tensor_parallel(model_bytes: int, gpu_bytes: int, n_gpus: int) -> int
         size *= 2
     size = min(size, max(n_gpus, 1))
     if model_bytes > MEMORY_HEADROOM * size * gpu_bytes:
-        log.warning("the weights (%.1f GB) may not fit on %d GPU(s)", model_bytes / 1e9, size)
+        log.warning("the weights (%s) may not fit on %d GPU(s)", human_size(model_bytes), size)
     return size
 
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from frankmerge.errors import CorruptCheckpointError, LayoutError
+from frankmerge.errors import CorruptCheckpointError, LayoutError, one_line
 from frankmerge.layouts.families import BY_MODEL_TYPE, BY_NAME, DECODER_ALIASES, EMBED_NAMES, REFUSED, Family
 from frankmerge.layouts.remote_configs import remote_text_facts
 
@@ -63,7 +63,7 @@ def read_config(directory: Path, role: str) -> ModelConfig:
     try:
         raw = json.loads(path.read_text())
     except ValueError as exc:
-        raise CorruptCheckpointError(f"{path}: not valid JSON ({exc})") from exc
+        raise CorruptCheckpointError(f"{path}: not valid JSON ({one_line(exc)})") from exc
     model_type = str(raw.get("model_type", ""))
     if model_type in REFUSED:
         raise LayoutError(f"--{role} {directory}: {REFUSED[model_type]}")

@@ -26,8 +26,10 @@ def test_ddp_two_processes(tiny_triple, tmp_path: Path, timing: str) -> None:
     command = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "frankmerge.cli", "drift-train"]
     command += ["--vlm", str(triple.vlm), "--reasoner", str(triple.reasoner), "--data", str(data)]
     command += ["--out", str(tmp_path / "out"), "--max-steps", "2", "--grad-accum", "2", "--lr", "1e-3", "--timing", timing]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = subprocess.run(command, capture_output=True, timeout=600, check=False)
+    stdout, stderr = done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")  # bytes: keep any '\r'
+    assert done.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    assert "\r" not in stderr and "training: 2/2 (100%)" in stderr  # plain progress lines, not bar redraws
     report = json.loads((tmp_path / "out" / "drift_report.json").read_text())
     assert report["world_size"] == 2 and report["steps"] == 2
     micro_batches = 2 * 2 if timing == "backward" else 2  # per rank: guided per micro-batch, or per step

@@ -135,8 +135,8 @@ def test_predictions_with_ids_not_in_the_data_are_refused(tmp_path: Path) -> Non
     predictions.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     with pytest.raises(PredictionsError, match="nowhere#1"):
         score_predictions("mme", data, predictions, tmp_path / "out")
-    predictions.write_text(json.dumps({"id": "existence/1.png#1", "raw_text": "Yes"}) + "\n")
-    with pytest.raises(PredictionsError, match="lacks finish_reason, n_tokens"):
+    predictions.write_text(json.dumps({"id": "existence/1.png#1", "answer": "Yes"}) + "\n")
+    with pytest.raises(PredictionsError, match=r"needs 'id' and 'raw_text' \(or 'prediction'\); this line has 'id', 'answer'"):
         score_predictions("mme", data, predictions, tmp_path / "out")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from frankmerge.evaluation.extract import (
+    clean_answer_text,
     clean_span,
     exact_match,
     extract_answer,
@@ -66,6 +67,18 @@ def test_span_kinds(reply: str, kind: str, span: str) -> None:
 
 def test_final_falls_back_to_the_whole_answer_text() -> None:
     assert extract_answer("<think>x</think>  I think it is B ").final == "I think it is B"
+
+
+def test_whole_answer_is_cleaned_of_emphasis_and_surrounding_punctuation() -> None:
+    assert clean_answer_text("  **D**.\n") == "D"
+    assert clean_answer_text("'***C***'") == "C"
+    assert clean_answer_text("I would pick **D** here.") == "I would pick D here"
+    assert clean_answer_text("$\\text{(A)}$") == "A"
+    assert clean_answer_text("a_1 + b_1 = 2*3*4") == "a_1 + b_1 = 2*3*4"  # no emphasis inside words or numbers
+    assert clean_answer_text("...") == ""
+    span = extract_answer("<think>x</think>**D**")
+    assert (span.kind, span.span, span.final, span.whole_answer) == ("none", "", "D", True)
+    assert not extract_answer("<think>x</think> \n").whole_answer  # nothing to parse: not counted
 
 
 def test_clean_span_unwraps_markdown_and_latex() -> None:

@@ -109,3 +109,28 @@ def test_mmmu_pro_standard_and_vision_layouts(tmp_path: Path) -> None:
         assert ("Write out the multiple-choice question" in item.prompt) is vision
         report, _ = score_records(bench, [item], _records({item.id: "Reasoning...\nAnswer: C"}))
         assert report.score == 100.0 and report.extraction.random_fallbacks == 0
+
+
+@pytest.mark.parametrize("answer", ["**B**", "*B*", "__B__", " B. ", "**B**.", "(B)"])
+def test_a_bare_emphasised_letter_is_read_not_guessed(answer: str) -> None:
+    span = extract_answer(f"<think>comparing the two</think>\n\n{answer}\n")
+    assert span.kind == "none" and span.whole_answer and span.final == "B"
+    assert parse(span.final) == ("B", False)
+
+
+def test_official_parser_alone_guesses_on_an_emphasised_letter() -> None:
+    assert parse("**B**")[1] and parse("__B__")[1]  # why the whole answer is cleaned before it is parsed
+
+
+def test_report_counts_the_answers_parsed_whole(tmp_path: Path) -> None:
+    bench = get_benchmark("MMMU")
+    items = bench.load(read_table(write_parquet(tmp_path / "validation-0.parquet", mmmu_rows())), "reasoning")
+    replies = {
+        "validation_Art_Theory_1": "<think>older one</think>**B**",
+        "validation_Physics_2": "<think>v = d/t</think>\\boxed{3.5}",
+        "validation_Computer_Science_3": "<think>a rate</think>__24/7__.",
+    }
+    report, scores = score_records(bench, items, _records(replies))
+    assert [s.correct for s in scores] == [True, True, True]
+    assert [s.whole_answer for s in scores] == [True, False, True]
+    assert report.extraction.whole_answer == 2 and report.extraction.random_fallbacks == 0

@@ -9,6 +9,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from frankmerge.errors import one_line
 from frankmerge.evaluation.data.tables import is_missing
 from frankmerge.evaluation.errors import ImageDecodeError
 from frankmerge.evaluation.items import ImageRef
@@ -73,4 +74,4 @@ def load_image(ref: ImageRef) -> Any:
             image.load()
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageDecodeError(f"{ref.label}: image cannot be decoded ({type(exc).__name__}: {exc})") from exc
+        raise ImageDecodeError(f"{ref.label}: image cannot be decoded ({type(exc).__name__}: {one_line(exc)})") from exc

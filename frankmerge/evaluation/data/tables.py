@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from frankmerge.errors import one_line
 from frankmerge.evaluation.errors import DataFileError, MissingColumnError
 
 Row = dict[str, Any]
@@ -66,7 +67,7 @@ def _read_parquet_files(files: Iterable[Path], base_dir: Path) -> Table:
         try:
             table = pq.read_table(file)
         except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-            raise DataFileError(f"{file}: not a readable parquet file ({exc})") from exc
+            raise DataFileError(f"{file}: not a readable parquet file ({one_line(exc)})") from exc
         columns[file] = tuple(table.column_names)
         rows.extend(table.to_pylist())
     return Table(rows=rows, files=tuple(columns), columns=columns, base_dir=base_dir, format="parquet")

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from frankmerge.progress import progress_bar
 from frankmerge.testbed.trained.config import Stage
 from frankmerge.testbed.trained.encode import Encoder
 from frankmerge.testbed.trained.tasks import Example
@@ -84,7 +84,7 @@ def train_stage(
     record = StageLog(name, stage.steps, 0.0, sum(p.numel() for p in params))
     model.train()
     started, window = time.perf_counter(), []
-    bar = tqdm(range(stage.steps), desc=f"training {name}", unit="step", disable=not progress)
+    bar = progress_bar(range(stage.steps), desc=f"training {name}", unit="step", disable=not progress)
     for step in bar:
         batch = encoder.batch([sample(rng) for _ in range(stage.batch)], loss_on_prompt=loss_on_prompt)
         loss = model(**batch.model_inputs(), labels=batch.labels).loss
