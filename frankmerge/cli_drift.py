@@ -81,11 +81,15 @@ def drift_prior(vlm: str, reasoner: str, out: Path, modules: str, dtype: str, **
 @click.option("--vlm-layout", help="Override the detected layout table of the VLM.")
 @click.option("--reasoner-layout", help="Override the reasoner's layout table.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output directory.")
+@click.option(
+    "--fsdp", is_flag=True, help="FSDP2: shard the model over all processes (torchrun, accelerate launch); needs --timing step."
+)
 def drift_train(vlm: str, reasoner: str | None, data: Path, out: Path, modules: str | None, **flags: Any) -> None:
     """Fine-tune VLM on chat data with DRIFT gradient guidance; write a VLM checkpoint and a report to OUT.
 
     \b
-    Multi-GPU: accelerate launch -m frankmerge.cli drift-train ... (DDP or DeepSpeed ZeRO-1/2).
+    Multi-GPU: accelerate launch -m frankmerge.cli drift-train ... (DDP or DeepSpeed ZeRO-1/2);
+    beyond one GPU's memory: torchrun ... drift-train --fsdp --timing step (FSDP2, sharded prior).
     """
     from frankmerge.drift.coverage import parse_modules
     from frankmerge.drift.train import TrainOptions

@@ -23,6 +23,8 @@ from frankmerge.drift.coverage import EMBED, HEAD, NORM, block_name, group_of, p
 from frankmerge.drift.errors import DriftOptionError, DriftSetupError, PriorMismatchError
 from frankmerge.drift.guidance import EPS, GuidanceHooks, Guide, PriorTerm, Target, parse_placement, parse_timing
 from frankmerge.drift.prior_file import DriftPrior, load_prior
+from frankmerge.drift.sharded import ShardedGuidanceHooks, shard_targets
+from frankmerge.drift.sharding import is_dtensor, unsupported_sharding
 from frankmerge.errors import human_size
 
 log = logging.getLogger(__name__)
@@ -48,12 +50,14 @@ class DriftHandle:
     """What ``attach_drift`` did; ``remove()`` detaches every hook."""
 
     config: DriftConfig
-    hooks: GuidanceHooks
+    hooks: GuidanceHooks | ShardedGuidanceHooks
     guided: tuple[str, ...]  # model parameter names with a hook
     frozen: tuple[str, ...]  # covered parameters skipped because they do not require grad
     prior_path: Path
-    delta_bytes: int
+    delta_bytes: int  # resident Δ on this rank (its shards only under FSDP2)
     delta_dtypes: tuple[str, ...] = field(default=())
+    sharded: bool = False  # FSDP2: DTensor parameters, guided shard by shard
+    delta_bytes_read: int | None = None  # bytes of the prior file this rank read (sharded only)
 
     @property
     def num_hooks(self) -> int:
@@ -74,6 +78,9 @@ class DriftHandle:
             "placement": self.config.placement,
             "delta_dtypes": list(self.delta_dtypes),
             "delta_bytes": self.delta_bytes,
+            "sharded": self.sharded,
+            "delta_bytes_read": self.delta_bytes_read,
+            "collectives": getattr(self.hooks, "collectives", None),
             "hooks_attached": self.num_hooks,
             "covered_frozen_skipped": len(self.frozen),
             "guided_gradients": self.guide.calls,
@@ -125,21 +132,47 @@ def attach_drift(
         )
     if frozen:
         log.warning("DRIFT: %d covered parameters are frozen and get no hook, e.g. %s", len(frozen), frozen[0])
-    targets = _targets(trainable, prior, config)
     guide = Guide(config.variant, config.alpha, config.eps)
-    hooks = GuidanceHooks(guide, targets, config.timing, optimizer)
+    sharded = any(is_dtensor(p) for _, p in trainable.values())
+    hooks: GuidanceHooks | ShardedGuidanceHooks
+    if sharded:
+        if config.timing != "step" or optimizer is None:
+            raise DriftSetupError(
+                f"{next(iter(trainable.values()))[0]} is an FSDP2-sharded parameter: guidance runs on the reduced, "
+                "sharded gradient at the optimizer step; use timing 'step' (--timing step) and pass the optimizer"
+            )
+        read_before = prior.bytes_read
+        shard_list = shard_targets(
+            trainable,
+            prior,
+            config.variant,
+            dtype_of=lambda p: config.delta_dtype or _auto_dtype(p),
+            placement=config.placement,
+            eps=config.eps,
+        )
+        hooks = ShardedGuidanceHooks(guide, shard_list, optimizer)
+        terms = [t.term for t in shard_list]
+        names = tuple(t.name for t in shard_list)
+    else:
+        targets = _targets(trainable, prior, config)
+        hooks = GuidanceHooks(guide, targets, config.timing, optimizer)
+        terms = [t.term for t in targets]
+        names = tuple(t.name for t in targets)
     handle = DriftHandle(
         config=config,
         hooks=hooks,
-        guided=tuple(t.name for t in targets),
+        guided=names,
         frozen=frozen,
         prior_path=prior.path,
-        delta_bytes=sum(t.term.nbytes for t in targets),
-        delta_dtypes=tuple(sorted({dtype_name(t.term.tensor.dtype) for t in targets})),
+        delta_bytes=sum(t.nbytes for t in terms),
+        delta_dtypes=tuple(sorted({dtype_name(t.tensor.dtype) for t in terms})),
+        sharded=sharded,
+        delta_bytes_read=prior.bytes_read - read_before if sharded else None,
     )
     log.info(
-        "DRIFT: attached %d hooks (%s, alpha=%g, %s timing, Δ %s in %s, %s)",
+        "DRIFT: attached %d hooks%s (%s, alpha=%g, %s timing, Δ %s in %s, %s)",
         handle.num_hooks,
+        " on FSDP2 shards" if sharded else "",
         config.variant,
         config.alpha,
         config.timing,
@@ -221,11 +254,9 @@ def find_decoder(model: nn.Module) -> nn.Module:
 
 def _check_fit(covered: dict[str, tuple[str, nn.Parameter]], wanted: set[str], prior: DriftPrior) -> None:
     for name, param in covered.values():
-        if hasattr(param, "ds_shape") or type(param).__name__ in ("FlatParameter", "DTensor"):
-            raise DriftSetupError(
-                f"{name} is a {'ZeRO-3 partitioned' if hasattr(param, 'ds_shape') else 'sharded FSDP'} parameter; "
-                "DRIFT needs whole per-tensor gradients: use DDP or DeepSpeed ZeRO-1/2 (see docs/drift.md)"
-            )
+        reason = unsupported_sharding(param)
+        if reason is not None:
+            raise DriftSetupError(f"{name} is {reason} (see docs/drift.md)")
     missing = [f"{name} ({k})" for k, (name, _) in covered.items() if k not in wanted]
     extra = sorted(k for k in wanted if k not in covered)
     shapes = [

@@ -2,7 +2,8 @@
 
 ``on_train_begin`` runs after the Trainer has wrapped the model and built the optimizer (DDP,
 DeepSpeed, accelerate), so the hooks land on the parameters that are actually trained and a
-partitioned or sharded setup is seen, and refused, before the first step. See docs/drift.md for
+partitioned or flattened setup is seen, and refused, before the first step, and FSDP2's DTensor
+parameters get the sharded guidance (``frankmerge/drift/sharded.py``). See docs/drift.md for
 how each distributed setup and precision interacts with the hooks.
 """
 
@@ -79,14 +80,24 @@ class DriftCallback(TrainerCallback):
 
 def check_training_setup(args: TrainingArguments, variant: str, timing: str) -> None:
     """Refuse the setups where the hooks would not compute the method's g̃ (see docs/drift.md)."""
-    if getattr(args, "fsdp", None) or _env_flag("ACCELERATE_USE_FSDP"):
+    fsdp = fsdp_version(args)
+    if fsdp == 1:
         raise DriftSetupError(
-            "FSDP shards parameters and gradients, so no hook sees a whole tensor's gradient; "
-            "train DRIFT with DDP or DeepSpeed ZeRO-1/2"
+            "FSDP1 flattens each wrapped module's parameters into one FlatParameter, so per-tensor norms and dot "
+            "products do not exist; use FSDP2 (fsdp_version: 2 in the accelerate config, or drift-train --fsdp) "
+            "with timing 'step', or DDP / DeepSpeed ZeRO-1/2"
+        )
+    if fsdp == 2 and timing != "step":
+        raise DriftSetupError(
+            "under FSDP2 each rank holds only a shard of every gradient, reduced and accumulated at the optimizer "
+            "step: DRIFT guides it there; use timing 'step' (--timing step)"
         )
     stage = _deepspeed_stage(args)
     if stage is not None and stage >= 3:
-        raise DriftSetupError("DeepSpeed ZeRO-3 partitions parameters; DRIFT needs whole tensors: use ZeRO-1/2")
+        raise DriftSetupError(
+            "DeepSpeed ZeRO-3 partitions parameters into flat buffers outside the modules, so no per-tensor gradient "
+            "reaches a hook; use FSDP2 with timing 'step' (sharded guidance), or ZeRO-1/2"
+        )
     if stage is not None and timing == "step":
         raise DriftSetupError(
             "timing 'step' cannot run under DeepSpeed: the engine reduces gradients into flat partitions and steps "
@@ -97,6 +108,25 @@ def check_training_setup(args: TrainingArguments, variant: str, timing: str) -> 
             "fp16 loss scaling multiplies g but not Δ, so 'absolute' would shrink the prior by the loss scale; "
             "use bf16, a norm-based variant (scale-invariant), or timing 'step' (after unscaling)"
         )
+
+
+def fsdp_version(args: TrainingArguments) -> int | None:
+    """1 or 2 when the Trainer or accelerate shards with FSDP, None otherwise.
+
+    ``TrainingArguments.fsdp`` defaults to version 2 (transformers 5); an ``accelerate launch``
+    config sets ``ACCELERATE_USE_FSDP`` and ``FSDP_VERSION``, which accelerate reads as 1 when absent.
+    """
+    if getattr(args, "fsdp", None):
+        config = getattr(args, "fsdp_config", None)
+        version = config.get("version", config.get("fsdp_version", 2)) if isinstance(config, dict) else 2
+    elif _env_flag("ACCELERATE_USE_FSDP"):
+        version = os.environ.get("FSDP_VERSION", "1")
+    else:
+        return None
+    try:
+        return int(version)
+    except (TypeError, ValueError):
+        raise DriftSetupError(f"FSDP version {version!r} is not a number") from None
 
 
 def _deepspeed_stage(args: TrainingArguments) -> int | None:

@@ -120,16 +120,33 @@ class Guide:
 
     def coefficient(self, g: torch.Tensor, d: torch.Tensor) -> torch.Tensor | float:
         """c such that g̃ = g + c·d, with d the stored Δ (absolute) or Δ̂; a device scalar, no sync."""
-        self.calls += 1
         if self.variant == "absolute":
+            self.record(1)
             return self.alpha
         g_norm = torch.linalg.vector_norm(g, dtype=torch.float32)
+        return self.from_sums(g_norm, dot32(g, d) if self.variant == "adaptive" else None)
+
+    def from_sums(self, g_norm: torch.Tensor, dot: torch.Tensor | None) -> torch.Tensor:
+        """c from ‖g‖ and ⟨g, d⟩ (d = Δ̂) already reduced, one entry per tensor (norm-based variants).
+
+        The single place the norm-based formulas live: the per-tensor hooks pass one tensor's
+        values, the sharded step hook the all-reduced values of every tensor at once.
+        """
         if self.variant == "grad_norm":
+            self.record(g_norm.numel())
             return self.alpha * g_norm
-        cos = _dot(g, d) / g_norm.clamp_min(self.eps)
-        total = self._cos_sums.get(cos.device)
-        self._cos_sums[cos.device] = cos.detach() if total is None else total + cos.detach()
+        if dot is None:
+            raise DriftOptionError("adaptive guidance needs ⟨g, Δ̂⟩")
+        cos = dot / g_norm.clamp_min(self.eps)
+        self.record(g_norm.numel(), cos.detach().sum())
         return self.alpha * 0.5 * (1.0 + cos) * g_norm
+
+    def record(self, count: int, cos_sum: torch.Tensor | None = None) -> None:
+        """Count ``count`` guided gradients and add their cosines (a device scalar: no host sync)."""
+        self.calls += count
+        if cos_sum is not None:
+            total = self._cos_sums.get(cos_sum.device)
+            self._cos_sums[cos_sum.device] = cos_sum if total is None else total + cos_sum
 
     def guided(self, g: torch.Tensor, term: PriorTerm) -> torch.Tensor:
         """g̃ as a new tensor (what a tensor hook must return; autograd owns ``g``)."""
@@ -167,7 +184,7 @@ def guided_gradient(g: torch.Tensor, delta: torch.Tensor, variant: str, alpha: f
     return Guide(variant, alpha, eps).guided(g.to(torch.float32), term)
 
 
-def _dot(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+def dot32(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     if g.dtype == d.dtype == torch.float32:
         return torch.dot(g.reshape(-1), d.reshape(-1))
     return torch.sum(g * d, dtype=torch.float32)

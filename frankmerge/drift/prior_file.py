@@ -174,6 +174,7 @@ class DriftPrior:
 
     path: Path
     meta: PriorMetadata
+    bytes_read: int = 0  # by ``rows``: what a rank read of Δ
 
     def tensor(self, canonical: str) -> torch.Tensor:
         return next(self.tensors([canonical]))[1]
@@ -185,6 +186,37 @@ class DriftPrior:
         with safe_open(str(self.path), framework="pt") as handle:
             for name in names:
                 yield name, handle.get_tensor(name)
+
+    def rows(self, wanted: Iterable[tuple[str, int, int]]) -> Iterator[tuple[str, torch.Tensor]]:
+        """``(name, Δ[start:stop])`` for each ``(name, start, stop)``, reading exactly those rows' bytes.
+
+        Dim 0 is the outermost in a safetensors tensor, so a row range is one contiguous byte span:
+        an FSDP2 rank reads its shard and nothing else of Δ. ``bytes_read`` counts what was read.
+        """
+        from frankmerge.checkpoints.header import read_safetensors_header
+
+        infos, _ = read_safetensors_header(self.path)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for name, start, stop in wanted:
+                info = infos[name]
+                row_bytes = info.nbytes // info.shape[0] if info.shape and info.shape[0] else 0
+                if not 0 <= start <= stop <= (info.shape[0] if info.shape else 1):
+                    raise PriorFormatError(f"{self.path}: rows {start}:{stop} of {name!r} lie outside {list(info.shape)}")
+                nbytes = (stop - start) * row_bytes
+                data = bytearray(nbytes)
+                view, done = memoryview(data), 0
+                while done < nbytes:  # pread may return short counts
+                    got = os.preadv(fd, [view[done:]], info.offset + start * row_bytes + done)
+                    if got <= 0:
+                        raise PriorFormatError(f"{self.path}: truncated while reading {name!r}; rebuild the prior")
+                    done += got
+                self.bytes_read += nbytes
+                shape = (stop - start, *info.shape[1:])
+                empty = torch.empty(shape, dtype=info.dtype)
+                yield name, torch.frombuffer(data, dtype=info.dtype).reshape(shape) if nbytes else empty
+        finally:
+            os.close(fd)
 
     @property
     def names(self) -> list[str]:

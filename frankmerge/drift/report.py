@@ -23,6 +23,8 @@ from torch import nn
 from frankmerge.drift.attach import decoder_parameters
 from frankmerge.drift.coverage import canonical_names, group_of
 from frankmerge.drift.prior_file import DriftPrior
+from frankmerge.drift.sharded import reduce_by_group
+from frankmerge.drift.sharding import is_dtensor, row_shard
 
 REPORT_NAME = "drift_report.json"
 
@@ -73,6 +75,15 @@ class InitialWeights:
     def __call__(self, canonical: str) -> torch.Tensor:
         return self.checkpoint.load(self.names[canonical])
 
+    def rows(self, canonical: str, start: int, stop: int) -> torch.Tensor:
+        """Rows ``[start, stop)`` of θ_0 (an FSDP2 rank's shard), read alone."""
+        name = self.names[canonical]
+        shape = self.checkpoint.info(name).shape
+        per_row = math.prod(shape[1:])
+        values = self.checkpoint.read_chunk(name, start * per_row, (stop - start) * per_row).clone()
+        self.checkpoint.release(name, start * per_row, (stop - start) * per_row)
+        return values.reshape(stop - start, *shape[1:])
+
     def __enter__(self) -> InitialWeights:
         return self
 
@@ -83,6 +94,8 @@ class InitialWeights:
 def prior_movement(model: nn.Module, prior: DriftPrior, theta0: Callable[[str], torch.Tensor]) -> dict[str, dict[str, Any]]:
     """Movement along Δ over all covered tensors (``"all"``) and per module group."""
     params = decoder_parameters(model)
+    if any(is_dtensor(p) for _, p in params.values()):
+        return sharded_prior_movement(params, prior, theta0)  # type: ignore[arg-type]
     totals: dict[str, Movement] = {"all": Movement()}
     for canonical, delta in prior.tensors(prior.names):
         if canonical not in params:
@@ -94,10 +107,39 @@ def prior_movement(model: nn.Module, prior: DriftPrior, theta0: Callable[[str], 
     return {key: value.to_dict() for key, value in totals.items()}
 
 
+def sharded_prior_movement(
+    params: dict[str, tuple[str, nn.Parameter]], prior: DriftPrior, theta0: InitialWeights
+) -> dict[str, dict[str, Any]]:
+    """``prior_movement`` on FSDP2 shards: every rank sums over its rows (of θ_T, θ_0 and Δ), one all-reduce.
+
+    A collective: every rank must call it.
+    """
+    names = [c for c in prior.names if c in params]
+    shards = {c: row_shard(params[c][1]) for c in names}
+    totals: dict[str, Movement] = {"all": Movement()}
+    for canonical, delta in prior.rows((c, shards[c].start, shards[c].stop) for c in names):
+        shard = shards[canonical]
+        param = params[canonical][1]
+        trained = (param.to_local() if is_dtensor(param) else param[shard.start : shard.stop]).detach()  # type: ignore[attr-defined]
+        moved = trained.to("cpu", torch.float64) - theta0.rows(canonical, shard.start, shard.stop).to(torch.float64)
+        for key in ("all", group_of(canonical) or "other"):
+            totals.setdefault(key, Movement()).add(moved, delta)
+    sums = torch.tensor([[m.dot, m.moved_sq, m.delta_sq] for m in totals.values()], dtype=torch.float64)
+    group = next((s.group for s in shards.values() if s.group is not None), None)
+    reduce_by_group(sums, [group] * len(totals))
+    for movement, (dot, moved_sq, delta_sq) in zip(totals.values(), sums.tolist(), strict=True):
+        movement.dot, movement.moved_sq, movement.delta_sq = dot, moved_sq, delta_sq
+    return {key: value.to_dict() for key, value in totals.items()}
+
+
 def fingerprint(params: list[nn.Parameter]) -> list[tuple[float, float]]:
-    """(sum, sum of squares) per tensor in float64: a cheap check that frozen weights did not move."""
+    """(sum, sum of squares) per tensor in float64: a cheap check that frozen weights did not move.
+
+    Of this rank's shard for an FSDP2 parameter (no collective).
+    """
     with torch.no_grad():
-        return [(float(p.double().sum()), float(p.double().square().sum())) for p in params]
+        local = [p.to_local() if is_dtensor(p) else p for p in params]  # type: ignore[attr-defined]
+        return [(float(p.double().sum()), float(p.double().square().sum())) for p in local]
 
 
 def peak_memory() -> dict[str, float]:

@@ -9,6 +9,7 @@ normal VLM checkpoint (same tensor layout as the input) plus ``drift_report.json
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -30,6 +31,7 @@ from frankmerge.drift.guidance import VARIANTS, parse_placement, parse_timing, p
 from frankmerge.drift.prior import PriorOptions, build_prior, prior_dtype
 from frankmerge.drift.prior_file import DriftPrior, load_prior
 from frankmerge.drift.report import InitialWeights, fingerprint, loss_curve, peak_memory, prior_movement, write_report
+from frankmerge.drift.sharding import is_dtensor
 from frankmerge.errors import OutputExistsError
 from frankmerge.progress import ProgressLines, interactive
 
@@ -75,6 +77,7 @@ class TrainOptions:
     overwrite: bool = False
     dataloader_workers: int = 0
     progress: bool = True  # the Trainer's progress bar and per-step log lines
+    fsdp: bool = False  # shard the model with FSDP2 over all processes (torchrun / accelerate launch); needs timing step
 
 
 @dataclass
@@ -98,7 +101,8 @@ def drift_train(
     from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer
 
     processor = AutoProcessor.from_pretrained(vlm_dir)
-    model = AutoModelForImageTextToText.from_pretrained(vlm_dir, dtype=torch.float32)
+    model = AutoModelForImageTextToText.from_pretrained(vlm_dir, dtype=torch.float32, **fsdp_loading(options.fsdp))
+    sharded = any(is_dtensor(p) for p in model.parameters())
     frozen = [] if options.train_vision else freeze_outside_language_model(model)
     frozen_before = fingerprint(frozen)
     callback = None
@@ -130,12 +134,19 @@ def drift_train(
     train_output = trainer.train()
     trainer.save_model(str(out))
     report: dict[str, Any] = {}
+    unchanged = fingerprint(frozen) == frozen_before  # under FSDP2: this rank's shards, then agreed by all
+    movement = _movement(vlm_dir, options, prior, model) if sharded else None  # a collective: every rank
+    if sharded:
+        unchanged = all_ranks_agree(unchanged)
     if trainer.is_world_process_zero():
         (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the report records the options
-        report = _report(vlm_dir, reasoner, data, samples, options, trainer, train_output, callback, prior, model)
+        if not sharded:
+            movement = _movement(vlm_dir, options, prior, model)
+        report = _report(vlm_dir, reasoner, data, samples, options, trainer, train_output, callback, prior, movement)
+        report["fsdp"] = sharded
         report["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
         report["frozen_parameters"] = sum(p.numel() for p in frozen)
-        report["frozen_unchanged"] = fingerprint(frozen) == frozen_before
+        report["frozen_unchanged"] = unchanged
         report["wall_time_s"] = round(time.time() - started, 2)
         write_report(out, report)
     return TrainResult(out, report)
@@ -161,6 +172,11 @@ def _validated(options: TrainOptions, reasoner: str | Path | None) -> TrainOptio
         raise DriftOptionError(f"--precision {options.precision!r}: valid ones are {', '.join(PRECISIONS)}")
     if options.delta_dtype is not None:
         prior_dtype(options.delta_dtype)
+    if options.fsdp and variant != PLAIN_SFT and parse_timing(options.timing) != "step":
+        raise DriftOptionError(
+            "--fsdp: each rank holds a shard of every gradient, reduced at the optimizer step, where DRIFT guides it; "
+            "add --timing step"
+        )
     prior_dtype(options.prior_dtype)
     return TrainOptions(
         **{
@@ -260,6 +276,37 @@ def _clear_output(out: Path, options: TrainOptions) -> None:
         shutil.rmtree(out)
 
 
+def fsdp_loading(fsdp: bool) -> dict[str, Any]:
+    """``from_pretrained`` arguments that shard the model with FSDP2 over every process at load time.
+
+    Transformers' own load-time FSDP2 (``DistributedConfig``) works on CPU (gloo) as on GPUs, and
+    the Trainer then trains the DTensor model as it is; accelerate's FSDP plugin (an ``accelerate
+    launch`` FSDP2 config) shards on GPUs only, and is recognised by the callback all the same.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if not fsdp or world == 1:
+        return {}
+    from transformers import DistributedConfig
+
+    return {"distributed_config": DistributedConfig(fsdp_size=world)}
+
+
+def _movement(vlm_dir: Path, options: TrainOptions, prior: DriftPrior | None, model: nn.Module) -> dict[str, Any] | None:
+    if prior is None:
+        return None
+    with InitialWeights(vlm_dir, options.vlm_layout) as theta0:
+        return prior_movement(model, prior, theta0)
+
+
+def all_ranks_agree(flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on every rank (one all-reduce)."""
+    import torch.distributed as dist
+
+    value = torch.tensor([int(flag)])
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
+
+
 def freeze_outside_language_model(model: nn.Module) -> list[nn.Parameter]:
     """Freeze everything but the text decoder and its output head (vision tower, projector, ...)."""
     decoder = find_decoder(model)
@@ -283,12 +330,8 @@ def _report(
     train_output: Any,
     callback: DriftCallback | None,
     prior: DriftPrior | None,
-    model: nn.Module,
+    movement: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    movement = None
-    if prior is not None:
-        with InitialWeights(vlm_dir, options.vlm_layout) as theta0:
-            movement = prior_movement(model, prior, theta0)
     return {
         "tool": f"frankmerge {__version__}",
         "command": "drift-train",

@@ -17,7 +17,7 @@ def _args(**fields: object) -> SimpleNamespace:
 
 @pytest.fixture(autouse=True)
 def _no_accelerate_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE", "ACCELERATE_USE_FSDP"):
+    for name in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE", "ACCELERATE_USE_FSDP", "FSDP_VERSION"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -75,3 +75,21 @@ def test_runner_defaults_are_the_papers(tmp_path):  # type: ignore[no-untyped-de
     assert args.num_train_epochs == 3.0 and args.learning_rate == 1e-6 and args.per_device_train_batch_size == 1
     assert getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type) == "cosine"
     assert args.get_warmup_steps(1000) == 50, "5 % of the steps warm up"
+
+
+def test_fsdp2_is_accepted_with_step_timing_and_fsdp1_is_refused(monkeypatch: pytest.MonkeyPatch):
+    check_training_setup(_args(fsdp=True, fsdp_config={"version": 2}), "adaptive", "step")  # type: ignore[arg-type]
+    with pytest.raises(DriftSetupError, match="use timing 'step'"):
+        check_training_setup(_args(fsdp=True, fsdp_config={"version": 2}), "adaptive", "backward")  # type: ignore[arg-type]
+    with pytest.raises(DriftSetupError, match="FSDP1 flattens.*use FSDP2"):
+        check_training_setup(_args(fsdp=True, fsdp_config={"version": 1}), "adaptive", "step")  # type: ignore[arg-type]
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # accelerate launch --config_file fsdp.yaml
+    with pytest.raises(DriftSetupError, match="FSDP1"):  # accelerate reads a missing FSDP_VERSION as 1
+        check_training_setup(_args(), "adaptive", "step")  # type: ignore[arg-type]
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    check_training_setup(_args(), "grad_norm", "step")  # type: ignore[arg-type]
+
+
+def test_zero3_refusal_names_fsdp2_as_the_alternative():
+    with pytest.raises(DriftSetupError, match="use FSDP2 with timing 'step'"):
+        check_training_setup(_args(deepspeed_plugin=SimpleNamespace(zero_stage=3)), "adaptive", "step")  # type: ignore[arg-type]

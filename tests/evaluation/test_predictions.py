@@ -119,6 +119,7 @@ def test_xlsx_without_openpyxl_says_how_to_install_it(tmp_path: Path, monkeypatc
 
 def test_xlsx_predictions_with_openpyxl(mmmu_data: Path, tmp_path: Path) -> None:
     import openpyxl  # a test dependency (pyproject: test, dev)
+
     workbook = openpyxl.Workbook()
     sheet = workbook.active
     sheet.append(["index", "id", "prediction"])
