@@ -12,14 +12,17 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from frankmerge import __version__
 from frankmerge.errors import FrankmergeError, RecipeError
 from frankmerge.layouts.families import FAMILIES
-from frankmerge.recipe import METHOD_PARAMETERS, Prior, build_recipe, load_recipe, prior_from_profile
+from frankmerge.methods.parameters import METHOD_PARAMETERS
+
+if TYPE_CHECKING:
+    from frankmerge.recipe import Prior
 
 EXIT_BAD_INPUT = 1
 
@@ -141,10 +144,14 @@ def main(verbose: bool) -> None:
 @click.option(
     "--strict", is_flag=True, default=None, help="Refuse the merge when a config field that changes the function differs."
 )
-@click.option("--threads", type=int, default=1, show_default=True, help="torch threads for the (memory-bound) arithmetic.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Threads that compute [every core this process may run on]; the result is the same for any count.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output directory.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def merge(recipe_file: Path | None, out: Path, overwrite: bool, quiet: bool, threads: int, **options: Any) -> None:
+def merge(recipe_file: Path | None, out: Path, overwrite: bool, quiet: bool, threads: int | None, **options: Any) -> None:
     """Merge a VLM with a reasoning LLM, block by block, into OUT.
 
     \b
@@ -190,6 +197,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _recipe_from(recipe_file: Path | None, options: dict[str, Any]):  # type: ignore[no-untyped-def]
+    from frankmerge.recipe import build_recipe, load_recipe
+
     prior = _prior_from_options(*(options.pop(k) for k in ("alpha", "profile", "no_prior", "prior_kind")))
     data: dict[str, Any] = {}
     if recipe_file is not None:
@@ -214,6 +223,8 @@ def _recipe_from(recipe_file: Path | None, options: dict[str, Any]):  # type: ig
 
 def _prior_from_options(alpha: float | None, profile: Path | None, no_prior: bool, kind: str | None) -> Prior | None:
     """--alpha / --profile give α (and Ĉ); --prior picks the schedule that uses them; --no-prior is Eq. 13."""
+    from frankmerge.recipe import Prior, prior_from_profile
+
     if no_prior and (alpha is not None or profile or kind):
         raise RecipeError("--no-prior takes no other prior option")
     if alpha is not None and profile is not None:
@@ -335,6 +346,7 @@ def tokens(vlm: str, reasoner: str, reasoning_tokens: str) -> None:
     import json as json_module
 
     from frankmerge.inputs import open_role
+    from frankmerge.recipe import Prior, build_recipe
     from frankmerge.tokens import plan_tokens
 
     recipe = build_recipe({"vlm": vlm, "reasoner": reasoner, "base": reasoner, "prior": Prior(kind="none")}, source="options")

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from frankmerge import workers
 from frankmerge.checkpoints.dtypes import OUTPUT_DTYPES
 from frankmerge.checkpoints.output import (
     check_free_space,
@@ -54,6 +55,7 @@ from frankmerge.streaming import (
     write_merged,
 )
 from frankmerge.tokens import CarriedToken, TokenPlan, add_think_prefix, plan_tokens, write_generation_config
+from frankmerge.workers import available_cores
 
 log = logging.getLogger(__name__)
 PROFILE_NAME = "profile.json"
@@ -61,6 +63,7 @@ PROFILE_NAME = "profile.json"
 # 1.5B merge's block loop took 3.0 s instead of 2.1: the writer's 4 MiB slots no longer stay in L2);
 # torch's path (float64 inputs) keeps its float32 buffers in the caches between passes at this size.
 DEFAULT_CHUNK = 1 << 20
+ELEMENTWISE_METHODS = ("ties", "dare_linear", "dare_ties")  # torch computes these on whole tensors
 
 
 @dataclass
@@ -91,13 +94,13 @@ def merge(
     overwrite: bool = False,
     progress: bool = True,
     chunk: int = DEFAULT_CHUNK,
-    threads: int = 1,
+    threads: int | None = None,
 ) -> MergeResult:
     """Merge ``recipe``'s VLM and reasoner into ``out``; raise a FrankmergeError on bad input.
 
-    The arithmetic is memory-bound, so ``threads`` defaults to one torch thread: more gain little
-    and stall on OpenMP barriers whenever another process holds a core. Restored on return.
-    A second merge into the same ``out`` raises OutputBusyError at once, before reading anything.
+    ``threads`` caps the threads that compute (default: every core the process may run on); the
+    result is the same bit for bit for any value. A second merge into the same ``out`` raises
+    OutputBusyError at once, before reading anything.
     """
     started = time.perf_counter()
     out = Path(out)
@@ -113,11 +116,16 @@ def _merge_locked(
 ) -> MergeResult:
     """Open the inputs and merge; runs under ``out``'s lock, after stale partial outputs are removed."""
     inputs = open_inputs(recipe)
+    threads = available_cores() if threads is None else max(1, threads)
+    if chunk % workers.PIECE == 0:  # one chunk gives every thread a piece (sums do not depend on the chunk: see workers)
+        chunk = max(chunk, threads * workers.PIECE)
+    # torch computes only what the kernels do not take (float64 inputs, TIES/DARE); its reductions
+    # split by thread count, so it gets the threads only where its results are element-wise.
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads))
+    torch.set_num_threads(threads if recipe.method in ELEMENTWISE_METHODS else 1)
     try:
         pair = check_merge_pair(recipe, inputs)
-        with tempfile.TemporaryDirectory(prefix="frankmerge-profile-") as scratch:
+        with workers.using(threads), tempfile.TemporaryDirectory(prefix="frankmerge-profile-") as scratch:
             profile_dir = None
             if recipe.method == "frank" and recipe.prior is None:
                 _refuse_profiling_remote_code(inputs["vlm"])
@@ -242,7 +250,8 @@ def _merge_opened(
             if precomputed is not None:
                 method.prepare(precomputed)
             bar = tqdm(range(layout.num_blocks), desc="merging blocks", unit="block", disable=not progress)
-            with _StatsAhead(inputs, layout.num_blocks, chunk, recipe.allow_nonfinite, precomputed) as ahead:
+            ahead_ok = workers.current().threads > 1  # one thread: no statistics thread beside the merge
+            with _StatsAhead(inputs, layout.num_blocks, chunk, recipe.allow_nonfinite, precomputed, ahead_ok) as ahead:
                 for index in bar:
                     stats, coefficients = _merge_block(ws, writer, inputs, index, method, ahead.stats(index))
                     result.stats.append(stats)
@@ -341,17 +350,24 @@ def _plan(vlm: RoleInput, out_dtype: torch.dtype, keep_copy_dtype: bool, tokens:
 class _StatsAhead:
     """Block l+1's statistics pass on a thread of its own while block l is merged and written.
 
-    Each pass is memory-bound single-threaded arithmetic (torch releases the GIL), so on two cores
-    the statistics come almost for free. The thread has its own chunk buffers; its errors (NaN/Inf
-    in an input) are raised when the merge asks for that block.
+    Both passes hand their pieces to the same workers (``frankmerge.workers``), so the two together
+    use at most ``--threads`` cores; with one thread there is no thread ahead. The thread has its
+    own chunk buffers; its errors (NaN/Inf in an input) are raised when the merge asks for that block.
     """
 
     def __init__(
-        self, inputs: dict[str, RoleInput], blocks: int, chunk: int, allow_nonfinite: bool, known: list[BlockStats] | None
+        self,
+        inputs: dict[str, RoleInput],
+        blocks: int,
+        chunk: int,
+        allow_nonfinite: bool,
+        known: list[BlockStats] | None,
+        ahead: bool = True,
     ) -> None:
         self._inputs, self._blocks, self._known = inputs, blocks, known
-        self._ws = Workspace(chunk, torch.float32, allow_nonfinite=allow_nonfinite) if known is None else None
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="frankmerge-stats") if known is None else None
+        ahead = ahead and known is None
+        self._ws = Workspace(chunk, torch.float32, allow_nonfinite=allow_nonfinite) if ahead else None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="frankmerge-stats") if ahead else None
         self._pending: dict[int, Future[BlockStats]] = {}
 
     def __enter__(self) -> _StatsAhead:
@@ -364,9 +380,12 @@ class _StatsAhead:
                 future.cancel()
             self._pool.shutdown(wait=True)
 
-    def stats(self, index: int) -> BlockStats:
+    def stats(self, index: int) -> BlockStats | None:
+        """Block ``index``'s statistics, or None when there is no thread ahead (the merge computes them)."""
         if self._known is not None:
             return self._known[index]
+        if self._pool is None:
+            return None
         self._submit(index)
         self._submit(index + 1)
         return self._pending.pop(index).result()
