@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from frankmerge import workers
+from frankmerge import timing, workers
 from frankmerge.checkpoints.dtypes import OUTPUT_DTYPES
 from frankmerge.checkpoints.output import (
     check_free_space,
@@ -105,7 +105,7 @@ def merge(
     started = time.perf_counter()
     out = Path(out)
     check_output_apart(out, _input_paths(recipe))  # before anything is read, --overwrite or not
-    with output_lock(out):  # a second merge to this --out stops here, before it reads or writes
+    with output_lock(out), timing.recording():  # a second merge to this --out stops here, before it reads or writes
         remove_stale_partials(out)
         check_output_free(out, overwrite=overwrite)
         return _merge_locked(recipe, out, overwrite=overwrite, progress=progress, chunk=chunk, threads=threads, started=started)
@@ -115,7 +115,8 @@ def _merge_locked(
     recipe: MergeRecipe, out: Path, *, overwrite: bool, progress: bool, chunk: int, threads: int, started: float
 ) -> MergeResult:
     """Open the inputs and merge; runs under ``out``'s lock, after stale partial outputs are removed."""
-    inputs = open_inputs(recipe)
+    with timing.phase("open_inputs"):
+        inputs = open_inputs(recipe)
     threads = available_cores() if threads is None else max(1, threads)
     if chunk % workers.PIECE == 0:  # one chunk gives every thread a piece (sums do not depend on the chunk: see workers)
         chunk = max(chunk, threads * workers.PIECE)
@@ -124,7 +125,8 @@ def _merge_locked(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads if recipe.method in ELEMENTWISE_METHODS else 1)
     try:
-        pair = check_merge_pair(recipe, inputs)
+        with timing.phase("pair_check"):
+            pair = check_merge_pair(recipe, inputs)
         with workers.using(threads), tempfile.TemporaryDirectory(prefix="frankmerge-profile-") as scratch:
             profile_dir = None
             if recipe.method == "frank" and recipe.prior is None:
@@ -244,8 +246,14 @@ def _merge_opened(
             weights_out, plan, parse_size(recipe.max_shard_size), background=True, slot_bytes=chunk * 4, slots=6
         )
         try:
-            for name in layout.other:
-                write_copy(ws, writer, name, Source("vlm", vlm.checkpoint, name))
+            with timing.phase("other_tensors"):  # the VLM's vision tower etc.: checked, then copied
+                for name in layout.other:
+                    write_copy(ws, writer, name, Source("vlm", vlm.checkpoint, name))
+            phases = timing.current()
+            if phases is not None:
+                phases.set("startup", timing.process_age())  # process start to the first block
+                phases.set("before_blocks", time.perf_counter() - started)
+            blocks_started = time.perf_counter()
             precomputed = [_block_stats(ws, inputs, i) for i in range(layout.num_blocks)] if method.global_stats else None
             if precomputed is not None:
                 method.prepare(precomputed)
@@ -257,8 +265,12 @@ def _merge_opened(
                     result.stats.append(stats)
                     result.coefficients.append(coefficients)
                     bar.set_postfix(lambda_v=f"{coefficients.lambda_v:.3f}")
-            result.shared = _write_shared(ws, writer, inputs, recipe, result.coefficients, tokens)
-            weight_map = writer.close()
+            if phases is not None:
+                phases.set("blocks_wall", time.perf_counter() - blocks_started)
+            with timing.phase("shared_tensors"):
+                result.shared = _write_shared(ws, writer, inputs, recipe, result.coefficients, tokens)
+            with timing.phase("close"):
+                weight_map = writer.close()
         except BaseException:
             writer.abort()
             raise
@@ -285,6 +297,7 @@ def _merge_opened(
             peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             profile_made_here=profile_dir is not None,
             compatibility=None if pair is None else pair.to_dict(),
+            timings=None if timing.current() is None else timing.current().as_dict(),  # type: ignore[union-attr]
         )
         reproducible = _with_absolute_paths(recipe, inputs)
         write_model_card(staging, out.name, reproducible, result.report)
@@ -409,8 +422,9 @@ def _block_triples(inputs: dict[str, RoleInput], index: int) -> list[tuple[Sourc
 def _block_stats(ws: Workspace, inputs: dict[str, RoleInput], index: int) -> BlockStats:
     """One block's task-vector sums; also proves all three inputs finite (or names the culprit)."""
     sums = Sums()
-    for triple in _block_triples(inputs, index):
-        sums.add(task_vector_sums(ws, *triple, triple[0].checkpoint.info(triple[0].name).numel))
+    with timing.phase("statistics"):
+        for triple in _block_triples(inputs, index):
+            sums.add(task_vector_sums(ws, *triple, triple[0].checkpoint.info(triple[0].name).numel))
     return BlockStats(index, sums.norm_v_sq, sums.norm_r_sq, sums.dot_vr, sums.norm_0_sq)
 
 
@@ -426,6 +440,20 @@ def _merge_block(
     if stats is None:
         stats = _block_stats(ws, inputs, index)
     coefficients = method.coefficients(stats)
+    with timing.phase("merge"):
+        _write_block(ws, writer, inputs, index, method, coefficients)
+    return stats, coefficients
+
+
+def _write_block(
+    ws: Workspace,
+    writer: ShardedWriter,
+    inputs: dict[str, RoleInput],
+    index: int,
+    method: Method,
+    coefficients: BlockCoefficients,
+) -> None:
+    """Pass 2 of one block: each tensor by ``method`` with the block's coefficients."""
     for triple in _block_triples(inputs, index):
         if method.elementwise:
             write_elementwise(ws, writer, triple[0].name, triple, method.merge_delta)
@@ -433,7 +461,6 @@ def _merge_block(
         numel = triple[0].checkpoint.info(triple[0].name).numel
         lambdas = (coefficients.lambda_v, coefficients.lambda_r)
         write_merged(ws, writer, triple[0].name, triple, *lambdas, numel, numel, inputs_checked=True)
-    return stats, coefficients
 
 
 def _sources(inputs: dict[str, RoleInput], pick: Callable[..., str | None]) -> tuple[Source, Source, Source]:
