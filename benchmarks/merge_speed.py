@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -43,65 +44,107 @@ MERGEKIT_VENV = HERE / ".venv-mergekit"
 MERGEKIT_REQUIREMENTS = HERE / "requirements-mergekit.txt"
 MERGEKIT_TORCH = "torch==2.13.0"  # a CPU build from local files; an unpinned torch pulls a CUDA build
 
-# Qwen2.5-1.5B's text decoder.
-LAYERS = 28
-HIDDEN = 1536
-INTERMEDIATE = 8960
-HEADS = 12
-KV_HEADS = 2
-HEAD_DIM = HIDDEN // HEADS  # 128
-VOCAB = 151936
-TEXT_CONFIG = dict(
-    vocab_size=VOCAB,
-    hidden_size=HIDDEN,
-    intermediate_size=INTERMEDIATE,
-    num_hidden_layers=LAYERS,
-    num_attention_heads=HEADS,
-    num_key_value_heads=KV_HEADS,
-    hidden_act="silu",
-    max_position_embeddings=32768,
-    max_window_layers=21,
-    rms_norm_eps=1e-6,
-    rope_theta=1000000.0,
-    use_sliding_window=False,
-    tie_word_embeddings=True,
-    bos_token_id=151643,
-    eos_token_id=151643,
-)
-# A small Qwen2-VL vision tower (names as in the hub checkpoints, ``visual.*``); its merger projects
-# to the text hidden size like the real one.
-VISION_CONFIG = dict(
-    depth=2,
-    embed_dim=64,
-    hidden_size=HIDDEN,
-    num_heads=2,
-    mlp_ratio=2,
-    patch_size=14,
-    spatial_merge_size=2,
-    temporal_patch_size=2,
-    in_channels=3,
-)
-BLOCK_SUFFIXES: tuple[tuple[str, tuple[int, ...]], ...] = (
-    ("input_layernorm.weight", (HIDDEN,)),
-    ("self_attn.q_proj.weight", (HEADS * HEAD_DIM, HIDDEN)),
-    ("self_attn.q_proj.bias", (HEADS * HEAD_DIM,)),
-    ("self_attn.k_proj.weight", (KV_HEADS * HEAD_DIM, HIDDEN)),
-    ("self_attn.k_proj.bias", (KV_HEADS * HEAD_DIM,)),
-    ("self_attn.v_proj.weight", (KV_HEADS * HEAD_DIM, HIDDEN)),
-    ("self_attn.v_proj.bias", (KV_HEADS * HEAD_DIM,)),
-    ("self_attn.o_proj.weight", (HIDDEN, HEADS * HEAD_DIM)),
-    ("post_attention_layernorm.weight", (HIDDEN,)),
-    ("mlp.gate_proj.weight", (INTERMEDIATE, HIDDEN)),
-    ("mlp.up_proj.weight", (INTERMEDIATE, HIDDEN)),
-    ("mlp.down_proj.weight", (HIDDEN, INTERMEDIATE)),
-)
-TEXT_SHARD_SPLIT = LAYERS // 2  # shard 1: embeddings + blocks [0, 14); shard 2: blocks [14, 28) + final norm
-WEIGHT_STD = 0.02
-BUILD_VERSION = 1  # bump when the generated data changes
-CHECK_BLOCKS = (0, LAYERS // 2, LAYERS - 1)  # blocks compared between the two merges
-TARGET_WALL_RATIO = 0.4
-TARGET_RSS_GB = 1.5
 GB = 1e9
+BUILD_VERSION = 2  # bump when the generated data changes
+WEIGHT_STD = 0.02
+SHARD_BYTES = 2 * 10**9  # text shards of at most ~2 GB, as the hub's Qwen2.5 checkpoints
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A Qwen2.5 text decoder's dimensions, and the targets the benchmark checks at that size."""
+
+    name: str
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    tied: bool
+    max_positions: int
+    target_wall_ratio: float
+    target_rss_gb: float
+
+    def role_bytes(self) -> int:
+        """bf16 bytes of one text checkpoint (the VLM's small vision tower aside)."""
+        head = self.hidden // self.heads
+        block = 2 * self.hidden + (self.heads + 2 * self.kv_heads) * head * (self.hidden + 1)
+        block += self.heads * head * self.hidden + 3 * self.hidden * self.intermediate
+        shared = self.vocab * self.hidden * (1 if self.tied else 2) + self.hidden
+        return 2 * (self.layers * block + shared)
+
+
+SHAPES = {
+    "1.5b": Shape("Qwen2.5-1.5B", 28, 1536, 8960, 12, 2, 151936, True, 32768, 0.30, 1.0),
+    "3b": Shape("Qwen2.5-3B", 36, 2048, 11008, 16, 2, 151936, True, 32768, 0.35, 1.5),
+    "7b": Shape("Qwen2.5-7B", 28, 3584, 18944, 28, 4, 152064, False, 131072, 0.35, 1.5),
+}
+
+
+def use_shape(shape: Shape) -> None:
+    """Set the module's dimensions (read by the build, extraction and check functions) to ``shape``'s."""
+    global SHAPE, LAYERS, HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, HEAD_DIM, VOCAB, TEXT_CONFIG, VISION_CONFIG
+    global BLOCK_SUFFIXES, CHECK_BLOCKS, TARGET_WALL_RATIO, TARGET_RSS_GB
+    SHAPE = shape
+    LAYERS, HIDDEN, INTERMEDIATE, HEADS, KV_HEADS = shape.layers, shape.hidden, shape.intermediate, shape.heads, shape.kv_heads
+    HEAD_DIM, VOCAB = HIDDEN // HEADS, shape.vocab
+    TEXT_CONFIG = dict(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=INTERMEDIATE,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        hidden_act="silu",
+        max_position_embeddings=shape.max_positions,
+        max_window_layers=21 if shape.name == "Qwen2.5-1.5B" else LAYERS,
+        rms_norm_eps=1e-6,
+        rope_theta=1000000.0,
+        use_sliding_window=False,
+        tie_word_embeddings=shape.tied,
+        bos_token_id=151643,
+        eos_token_id=151643,
+    )
+    # A small Qwen2-VL vision tower (names as in the hub checkpoints, ``visual.*``); its merger
+    # projects to the text hidden size like the real one.
+    VISION_CONFIG = dict(
+        depth=2,
+        embed_dim=64,
+        hidden_size=HIDDEN,
+        num_heads=2,
+        mlp_ratio=2,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        in_channels=3,
+    )
+    BLOCK_SUFFIXES = (
+        ("input_layernorm.weight", (HIDDEN,)),
+        ("self_attn.q_proj.weight", (HEADS * HEAD_DIM, HIDDEN)),
+        ("self_attn.q_proj.bias", (HEADS * HEAD_DIM,)),
+        ("self_attn.k_proj.weight", (KV_HEADS * HEAD_DIM, HIDDEN)),
+        ("self_attn.k_proj.bias", (KV_HEADS * HEAD_DIM,)),
+        ("self_attn.v_proj.weight", (KV_HEADS * HEAD_DIM, HIDDEN)),
+        ("self_attn.v_proj.bias", (KV_HEADS * HEAD_DIM,)),
+        ("self_attn.o_proj.weight", (HIDDEN, HEADS * HEAD_DIM)),
+        ("post_attention_layernorm.weight", (HIDDEN,)),
+        ("mlp.gate_proj.weight", (INTERMEDIATE, HIDDEN)),
+        ("mlp.up_proj.weight", (INTERMEDIATE, HIDDEN)),
+        ("mlp.down_proj.weight", (HIDDEN, INTERMEDIATE)),
+    )
+    CHECK_BLOCKS = (0, LAYERS // 2, LAYERS - 1)  # blocks compared between the two merges
+    TARGET_WALL_RATIO, TARGET_RSS_GB = shape.target_wall_ratio, shape.target_rss_gb
+
+
+SHAPE: Shape
+LAYERS = HIDDEN = INTERMEDIATE = HEADS = KV_HEADS = HEAD_DIM = VOCAB = 0
+TEXT_CONFIG: dict[str, object] = {}
+VISION_CONFIG: dict[str, object] = {}
+BLOCK_SUFFIXES: tuple[tuple[str, tuple[int, ...]], ...] = ()
+CHECK_BLOCKS: tuple[int, ...] = ()
+TARGET_WALL_RATIO = TARGET_RSS_GB = 0.0
+use_shape(SHAPES["1.5b"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,19 +188,28 @@ def role_tensor(role: str, name: str, shape: tuple[int, ...]):  # type: ignore[n
 
 
 def text_shards() -> list[list[tuple[str, tuple[int, ...]]]]:
-    """The text tensors, split into the two shards they are stored in."""
+    """The text tensors, in shards of at most ~SHARD_BYTES: embeddings first, then blocks, then the
+    final norm and (untied) lm_head."""
 
     def block(i: int) -> list[tuple[str, tuple[int, ...]]]:
         return [(f"model.layers.{i}.{suffix}", shape) for suffix, shape in BLOCK_SUFFIXES]
 
-    first = [("model.embed_tokens.weight", (VOCAB, HIDDEN))]
-    for i in range(TEXT_SHARD_SPLIT):
-        first += block(i)
-    second = []
-    for i in range(TEXT_SHARD_SPLIT, LAYERS):
-        second += block(i)
-    second.append(("model.norm.weight", (HIDDEN,)))
-    return [first, second]
+    tensors = [("model.embed_tokens.weight", (VOCAB, HIDDEN))]
+    for i in range(LAYERS):
+        tensors += block(i)
+    tensors.append(("model.norm.weight", (HIDDEN,)))
+    if not SHAPE.tied:
+        tensors.append(("lm_head.weight", (VOCAB, HIDDEN)))
+    shards: list[list[tuple[str, tuple[int, ...]]]] = [[]]
+    size = 0
+    for name, shape in tensors:
+        nbytes = 2 * math.prod(shape)
+        if shards[-1] and size + nbytes > SHARD_BYTES:
+            shards.append([])
+            size = 0
+        shards[-1].append((name, shape))
+        size += nbytes
+    return shards
 
 
 def vision_tensors() -> list[tuple[str, tuple[int, ...]]]:
@@ -205,7 +257,7 @@ def vlm_config_object():  # type: ignore[no-untyped-def]
     return tf.Qwen2VLConfig(
         text_config=TEXT_CONFIG,
         vision_config=VISION_CONFIG,
-        tie_word_embeddings=True,
+        tie_word_embeddings=SHAPE.tied,
         architectures=["Qwen2VLForConditionalGeneration"],
         image_token_id=151655,
         video_token_id=151656,
@@ -277,7 +329,7 @@ def build_spec() -> dict[str, object]:
         "vision_config": VISION_CONFIG,
         "blocks": [list(map(str, s)) for s in BLOCK_SUFFIXES],
         "weight_std": WEIGHT_STD,
-        "split": TEXT_SHARD_SPLIT,
+        "shard_bytes": SHARD_BYTES,
     }
 
 
@@ -290,7 +342,7 @@ def ensure_checkpoints(cache: Path) -> tuple[dict[str, Path], float | None]:
     if complete and spec_file.is_file() and spec_file.read_text() == spec:
         print(f"checkpoints: cached in {cache}")
         return roles, None
-    print(f"checkpoints: building base, reasoner, vlm in {cache} (about 3.1 GB each) ...", flush=True)
+    print(f"checkpoints: building base, reasoner, vlm in {cache} (about {SHAPE.role_bytes() / GB:.1f} GB each) ...", flush=True)
     started = time.perf_counter()
     cache.mkdir(parents=True, exist_ok=True)
     spec_file.unlink(missing_ok=True)
@@ -314,7 +366,8 @@ def _check_configs(roles: dict[str, Path]) -> None:
     assert vlm.get_text_config().num_hidden_layers == LAYERS
     for role in ("base", "reasoner", "vlm_text"):
         config = AutoConfig.from_pretrained(roles[role])
-        assert config.model_type == "qwen2" and config.num_hidden_layers == LAYERS and config.tie_word_embeddings
+        assert config.model_type == "qwen2" and config.num_hidden_layers == LAYERS
+        assert config.tie_word_embeddings == SHAPE.tied
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,6 +390,7 @@ class Run:
     log: Path
     cpu_s: float | None = None  # the child's user + system CPU time
     other_cpu_s: float | None = None  # CPU the rest of the machine used meanwhile (contention)
+    inputs_resident: float | None = None  # share of the inputs' bytes in the page cache when it started
 
     @property
     def contended(self) -> bool | None:
@@ -350,6 +404,7 @@ class Run:
             "peak_rss_bytes": self.peak_rss_bytes,
             "cpu_s": None if self.cpu_s is None else round(self.cpu_s, 2),
             "other_cpu_s": None if self.other_cpu_s is None else round(self.other_cpu_s, 2),
+            "inputs_resident": None if self.inputs_resident is None else round(self.inputs_resident, 3),
         }
 
 
@@ -449,7 +504,14 @@ def wait_idle(limit_s: float, threshold: float = 0.25, sample_s: float = 2.0) ->
 
 
 def run_series(  # type: ignore[no-untyped-def]
-    series: Series, repeats: int, prepare, after, env=None, logs: Path | None = None, idle_s: float = 0.0
+    series: Series,
+    repeats: int,
+    prepare,
+    after,
+    env=None,
+    logs: Path | None = None,
+    idle_s: float = 0.0,
+    inputs: list[Path] | None = None,
 ) -> None:
     """One warm-up, then ``repeats`` measured runs; ``prepare`` before each, ``after(run, last)`` after."""
     assert logs is not None
@@ -461,13 +523,16 @@ def run_series(  # type: ignore[no-untyped-def]
             if waited > 3:
                 print(f"  (waited {waited:.0f} s for other processes to go idle)", flush=True)
         label = "warmup" if attempt == 0 else f"run{attempt}"
+        resident = resident_fraction(inputs or [])
         run = measure(series.command, logs / f"{series.name}-{label}.log", env=env)
+        run.inputs_resident = resident
         status = "ok" if run.rc == 0 else f"FAILED rc={run.rc}"
         rss = f"{run.peak_rss_bytes / GB:.2f} GB" if run.peak_rss_bytes else "?"
         cpu = f"CPU {run.cpu_s:.1f} s" if run.cpu_s is not None else "CPU ?"
         other = f", other processes {run.other_cpu_s:.1f} CPU-s" if run.other_cpu_s is not None else ""
         busy = " CONTENDED" if run.contended else ""
-        print(f"  {series.name} {label}: {run.wall_s:.1f} s, peak RSS {rss}, {cpu}{other} [{status}]{busy}", flush=True)
+        cached = f", inputs {resident:.0%} in page cache" if resident is not None else ""
+        print(f"  {series.name} {label}: {run.wall_s:.1f} s, peak RSS {rss}, {cpu}{other}{cached} [{status}]{busy}", flush=True)
         if run.rc != 0:
             series.error = f"exit status {run.rc}; last lines of {run.log}:\n{_tail(run.log)}"
             print(series.error, flush=True)
@@ -541,14 +606,14 @@ def _open_model(directory: Path) -> dict[str, Path]:
     return files
 
 
-def extract_blocks(directory: Path, target: Path, blocks: tuple[int, ...] = CHECK_BLOCKS) -> None:
+def extract_blocks(directory: Path, target: Path, blocks: tuple[int, ...] | None = None) -> None:
     """Save the compared blocks of a merge output (so the output itself can be deleted right away)."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     where = _open_model(directory)
     data = {}
-    for index in blocks:
+    for index in CHECK_BLOCKS if blocks is None else blocks:
         for suffix, _ in BLOCK_SUFFIXES:
             name = f"model.layers.{index}.{suffix}"
             with safe_open(str(where[name]), "pt") as handle:
@@ -649,6 +714,49 @@ def machine_info(cache: Path) -> dict[str, object]:
     }
 
 
+def disk_needed(cache: Path, mergekit: bool) -> int:
+    """Bytes the run still needs under ``cache``: the three checkpoints unless built, plus the
+    largest outputs that exist at once (frankmerge's or mergekit's, and the copy of the floor)."""
+    role = SHAPE.role_bytes()
+    built = (cache / "spec.json").is_file() and (cache / "spec.json").read_text() == json.dumps(build_spec(), sort_keys=True)
+    # Each output is deleted after its run, but deleted pages are freed lazily by some filesystems
+    # and mergekit writes its own shards: room for two outputs (one with --skip-mergekit).
+    outputs = 2 * role if mergekit else role
+    return (0 if built else 3 * role) + outputs
+
+
+def check_disk(cache: Path, mergekit: bool) -> str | None:
+    """One line saying what is missing, or None when the free space suffices."""
+    needed, free = disk_needed(cache, mergekit), shutil.disk_usage(cache).free
+    if free >= needed:
+        return None
+    return (
+        f"--shape {SHAPE.name}: needs {needed / GB:.0f} GB free under {cache} (checkpoints of {SHAPE.role_bytes() / GB:.1f} GB "
+        f"x 3 and the outputs), has {free / GB:.0f} GB; pass --cache DIR on a larger disk"
+    )
+
+
+def resident_fraction(directories: list[Path]) -> float | None:
+    """Share of the safetensors bytes under ``directories`` that sit in the page cache (util-linux
+    ``fincore``; None without it)."""
+    files = sorted({p.resolve() for d in directories for p in d.glob("*.safetensors")})
+    if not files or shutil.which("fincore") is None:
+        return None
+    out = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--raw", "--output", "RES,SIZE", *map(str, files)],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        return None
+    resident = total = 0
+    for line in out.stdout.split("\n"):
+        parts = line.split()
+        if len(parts) == 2:
+            resident, total = resident + int(parts[0]), total + int(parts[1])
+    return resident / total if total else None
+
+
 def main_versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -663,12 +771,43 @@ def fmt(value: float | None, unit: str = "", digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}{unit}"
 
 
+PHASES = (  # frankmerge's merge_report.json "timings_s", in the order they happen
+    ("startup", "start-up: process start to the first block (interpreter, imports, inputs, pair check)"),
+    ("open_inputs", "  of which: opening the inputs (configs, headers, layouts)"),
+    ("pair_check", "  of which: the pair doctor"),
+    ("other_tensors", "  of which: the VLM's other tensors (vision tower), checked and copied"),
+    ("blocks_wall", "decoder blocks, wall"),
+    ("statistics", "  statistics pass (thread-seconds)"),
+    ("merge", "  merge pass incl. handing chunks to the writer (thread-seconds)"),
+    ("writes", "  writes (writer thread-seconds)"),
+    ("shared_tensors", "embeddings / final norm / lm_head: finiteness check and copy"),
+    ("copies", "  of which: kernel file-to-file copies"),
+    ("close", "closing the last shard, index"),
+)
+
+
+def print_phases(frank: dict[str, object], floor: dict[str, object]) -> None:
+    """Medians of frankmerge's own phase timings over the measured runs, and the floor beside them."""
+    runs = [r.get("timings_s") or {} for r in frank.get("self_reported", [])]  # type: ignore[union-attr]
+    if not any(runs):
+        return
+    wall = frank["wall_s"]["median"]  # type: ignore[index]
+    print(f"where frankmerge's time goes (medians of {len(runs)} runs; wall {fmt(wall, ' s', 1)}):")
+    for key, label in PHASES:
+        values = [r[key] for r in runs if key in r]
+        if values:
+            print(f"  {statistics.median(values):>7.2f} s  {label}")
+    print("  (the rest of the wall: verification, side files, report, process exit)")
+    print(f"  floor: cp -r of the VLM's checkpoint {fmt(floor['wall_s']['median'], ' s', 2)}")  # type: ignore[index]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="1.5b", help="Qwen2.5 size to imitate [1.5b]")
     parser.add_argument("--skip-mergekit", action="store_true", help="time frankmerge and cp only")
     parser.add_argument("--repeats", type=int, default=3, help="measured runs per command after one warm-up [3]")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"checkpoints and scratch outputs [{DEFAULT_CACHE}]")
-    parser.add_argument("--results", type=Path, default=RESULTS, help=f"results JSON [{RESULTS}]")
+    parser.add_argument("--cache", type=Path, help=f"checkpoints and scratch outputs [{DEFAULT_CACHE}/SHAPE]")
+    parser.add_argument("--results", type=Path, help=f"results JSON [{RESULTS.parent}/merge_speed_SHAPE.json]")
     parser.add_argument(
         "--wait-idle",
         type=float,
@@ -676,18 +815,30 @@ def main(argv: list[str] | None = None) -> int:
         metavar="S",
         help="before each run, wait up to S seconds for other processes to leave the CPUs idle [0: do not wait]",
     )
-    parser.add_argument("--threads", type=int, help="set OMP_NUM_THREADS/MKL_NUM_THREADS for the timed merges [library default]")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="frankmerge --threads N, and OMP_NUM_THREADS/MKL_NUM_THREADS=N for mergekit [every core, both tools]",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    use_shape(SHAPES[args.shape])
     started = time.perf_counter()
-    cache: Path = args.cache.resolve()
+    cache: Path = (args.cache or DEFAULT_CACHE / args.shape).resolve()
+    results_file: Path = args.results or RESULTS.parent / f"merge_speed_{args.shape}.json"
     cache.mkdir(parents=True, exist_ok=True)
+    refusal = check_disk(cache, not args.skip_mergekit)
+    if refusal is not None:
+        print(refusal, file=sys.stderr)
+        return 2
     logs = cache / "logs"
     roles, build_s = ensure_checkpoints(cache)
     child_env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
     if args.threads:
         child_env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    # this checkout's frankmerge, whichever one the venv's console script was installed from
+    child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, **child_env}
     frank_out, mergekit_out, cp_out = cache / "out-frankmerge", cache / "out-mergekit", cache / "out-cp"
     frank_check, mergekit_check = cache / "check-frankmerge.safetensors", cache / "check-mergekit.safetensors"
@@ -710,6 +861,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no-prior",
         "--overwrite",
         "-q",
+        *(["--threads", str(args.threads)] if args.threads else []),
     ]
     frank = Series("frankmerge", frank_cmd)
     lambdas: list[tuple[float, float]] = []
@@ -721,7 +873,13 @@ def main(argv: list[str] | None = None) -> int:
             blocks = sorted(report["blocks"], key=lambda b: b["index"])
             lambdas[:] = [(float(b["lambda_v"]), float(b["lambda_r"])) for b in blocks]
         else:
-            self_reported.append({"wall_time_s": report.get("wall_time_s"), "peak_rss_bytes": report.get("peak_rss_bytes")})
+            self_reported.append(
+                {
+                    "wall_time_s": report.get("wall_time_s"),
+                    "peak_rss_bytes": report.get("peak_rss_bytes"),
+                    "timings_s": report.get("timings_s"),
+                }
+            )
         if last:
             extract_blocks(frank_out, frank_check)
         shutil.rmtree(frank_out, ignore_errors=True)
@@ -735,6 +893,7 @@ def main(argv: list[str] | None = None) -> int:
         env=env,
         logs=logs,
         idle_s=args.wait_idle,
+        inputs=[roles["vlm"], roles["reasoner"], roles["base"]],
     )
     frank.extra["self_reported"] = self_reported
     frank.extra["lambdas"] = [{"index": i, "lambda_v": v, "lambda_r": r} for i, (v, r) in enumerate(lambdas)]
@@ -768,10 +927,11 @@ def main(argv: list[str] | None = None) -> int:
             env=env,
             logs=logs,
             idle_s=args.wait_idle,
+            inputs=[roles["vlm_text"], roles["reasoner"], roles["base"]],
         )
 
     # c. cp -r -------------------------------------------------------------------------------
-    cp = Series("cp", ["cp", "-r", str(roles["base"]), str(cp_out)])
+    cp = Series("cp", ["cp", "-r", str(roles["vlm"]), str(cp_out)])  # the floor: the VLM's bytes, copied
     print("cp:", " ".join(cp.command), flush=True)
     run_series(
         cp,
@@ -781,6 +941,7 @@ def main(argv: list[str] | None = None) -> int:
         env=env,
         logs=logs,
         idle_s=args.wait_idle,
+        inputs=[roles["vlm"]],
     )
 
     # sanity check ---------------------------------------------------------------------------
@@ -796,8 +957,14 @@ def main(argv: list[str] | None = None) -> int:
     f_wall, m_wall = fs["wall_s"]["median"], (ms["wall_s"]["median"] if ms else None)  # type: ignore[index]
     ratio = f_wall / m_wall if f_wall and m_wall else None
     f_rss_gb = fs["peak_rss_bytes"] / GB if fs["peak_rss_bytes"] else None  # type: ignore[operator]
+    fitted = {  # every measured run started with (almost) all of its inputs in the page cache
+        s.name: None if any(r.inputs_resident is None for r in s.runs) else all(r.inputs_resident >= 0.99 for r in s.runs)  # type: ignore[operator]
+        for s in (frank, mergekit, cp)
+        if s is not None and s.runs
+    }
     results = {
         "benchmark": "merge_speed",
+        "shape": args.shape,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": " ".join(["python", *sys.argv]),
         "warm_cache": True,
@@ -805,13 +972,13 @@ def main(argv: list[str] | None = None) -> int:
         "wait_idle_s": args.wait_idle,
         "repeats": args.repeats,
         "model": {
-            "shape": "Qwen2.5-1.5B",
+            "shape": SHAPE.name,
             "layers": LAYERS,
             "hidden": HIDDEN,
             "intermediate": INTERMEDIATE,
             "vocab": VOCAB,
             "dtype": "bfloat16",
-            "tied_embeddings": True,
+            "tied_embeddings": SHAPE.tied,
             "bytes_per_role": {
                 role: sum(p.stat().st_size for p in roles[role].glob("*.safetensors")) for role in ("base", "reasoner", "vlm")
             },
@@ -824,6 +991,7 @@ def main(argv: list[str] | None = None) -> int:
         "cp": cs,
         "ratio_wall_frankmerge_over_mergekit": ratio,
         "frankmerge_peak_rss_gb": f_rss_gb,
+        "inputs_fitted_page_cache": fitted,
         "targets": {
             "wall_ratio_max": TARGET_WALL_RATIO,
             "wall_ratio_pass": None if ratio is None else ratio <= TARGET_WALL_RATIO,
@@ -834,8 +1002,8 @@ def main(argv: list[str] | None = None) -> int:
         "total_s": None,
     }
     results["total_s"] = round(time.perf_counter() - started, 1)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(results, indent=2) + "\n")
+    results_file.parent.mkdir(parents=True, exist_ok=True)
+    results_file.write_text(json.dumps(results, indent=2) + "\n")
 
     print()
     print(f"{'command':<12} {'wall median':>12} {'runs (s)':<24} {'peak RSS':>10} {'contended':>10}")
@@ -859,7 +1027,9 @@ def main(argv: list[str] | None = None) -> int:
         for field, unit in (("max_abs_diff", ""), ("max_abs_diff_2d_weights", ""), ("max_diff_bf16_ulps", " ulp")):
             values = ", ".join(f"{k} {v:.3g}{unit}" for k, v in check[field].items())  # type: ignore[union-attr]
             print(f"sanity, blocks {blocks}, {field}: {values}")
-    print(f"results: {args.results}  (total {results['total_s']} s)")
+    print(f"inputs in the page cache at the start of every measured run: {fitted}")
+    print_phases(fs, cs)
+    print(f"results: {results_file}  (total {results['total_s']} s)")
     return 0 if frank.error is None and (mergekit is None or mergekit.error is None) else 1
 
 

@@ -12,24 +12,18 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from pydantic import ValidationError
 
 from frankmerge import __version__
 from frankmerge.errors import FrankmergeError, RecipeError, one_line
 from frankmerge.layouts.families import FAMILIES
+from frankmerge.methods.parameters import METHOD_PARAMETERS
 from frankmerge.progress import quiet_library_bars
-from frankmerge.recipe import (
-    METHOD_PARAMETERS,
-    Prior,
-    build_recipe,
-    describe_validation_error,
-    load_recipe,
-    make_prior,
-    prior_from_profile,
-)
+
+if TYPE_CHECKING:
+    from frankmerge.recipe import Prior
 
 EXIT_BAD_INPUT = 1
 
@@ -43,6 +37,12 @@ FAST_EXIT_COMMANDS = frozenset(
 _invoked: list[str] = []  # the subcommand this process ran (read by entry_point)
 
 
+def _is_validation_error(exc: Exception) -> bool:
+    """pydantic's ValidationError, recognised without importing pydantic (``--help`` stays light)."""
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(exc, pydantic.ValidationError)
+
+
 class _Group(click.Group):
     """Turn every FrankmergeError into one line on stderr and a non-zero exit."""
 
@@ -53,9 +53,6 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except FrankmergeError as exc:
             click.echo(f"error: {one_line(exc)}", err=True)  # one line even when a message quotes a library's
-            sys.exit(EXIT_BAD_INPUT)
-        except ValidationError as exc:  # a pydantic model built from options outside build_recipe
-            click.echo(f"error: {describe_validation_error(exc)}", err=True)
             sys.exit(EXIT_BAD_INPUT)
         except KeyboardInterrupt:
             click.echo("error: interrupted; nothing was written to the output", err=True)
@@ -70,6 +67,11 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise  # --help, --version: click reports them itself
         except Exception as exc:
+            if _is_validation_error(exc):  # a pydantic model built from options outside build_recipe
+                from frankmerge.recipe import describe_validation_error
+
+                click.echo(f"error: {describe_validation_error(exc)}", err=True)  # type: ignore[arg-type]
+                sys.exit(EXIT_BAD_INPUT)
             if logging.getLogger().isEnabledFor(logging.INFO):
                 raise
             click.echo(f"error: unexpected {type(exc).__name__}: {one_line(exc)} (rerun with -v for the traceback)", err=True)
@@ -155,10 +157,14 @@ def main(verbose: bool) -> None:
 @click.option(
     "--strict", is_flag=True, default=None, help="Refuse the merge when a config field that changes the function differs."
 )
-@click.option("--threads", type=int, default=1, show_default=True, help="torch threads for the (memory-bound) arithmetic.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Threads that compute [every core this process may run on]; the result is the same for any count.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output directory.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def merge(recipe_file: Path | None, out: Path, overwrite: bool, quiet: bool, threads: int, **options: Any) -> None:
+def merge(recipe_file: Path | None, out: Path, overwrite: bool, quiet: bool, threads: int | None, **options: Any) -> None:
     """Merge a VLM with a reasoning LLM, block by block, into OUT.
 
     \b
@@ -204,6 +210,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _recipe_from(recipe_file: Path | None, options: dict[str, Any]):  # type: ignore[no-untyped-def]
+    from frankmerge.recipe import build_recipe, load_recipe
+
     prior = _prior_from_options(*(options.pop(k) for k in ("alpha", "profile", "no_prior", "prior_kind")))
     data: dict[str, Any] = {}
     if recipe_file is not None:
@@ -228,6 +236,8 @@ def _recipe_from(recipe_file: Path | None, options: dict[str, Any]):  # type: ig
 
 def _prior_from_options(alpha: float | None, profile: Path | None, no_prior: bool, kind: str | None) -> Prior | None:
     """--alpha / --profile give α (and Ĉ); --prior picks the schedule that uses them; --no-prior is Eq. 13."""
+    from frankmerge.recipe import Prior, prior_from_profile
+
     if no_prior and (alpha is not None or profile or kind):
         raise RecipeError("--no-prior takes no other prior option")
     if alpha is not None and profile is not None:
@@ -241,6 +251,8 @@ def _prior_from_options(alpha: float | None, profile: Path | None, no_prior: boo
         return prior_from_profile(profile, kind)  # type: ignore[arg-type]
     if kind == "fitted":
         raise RecipeError("--prior fitted needs --profile FILE (its fitted C scales the prior)")
+    from frankmerge.recipe import make_prior
+
     return make_prior(kind=kind, alpha=alpha)
 
 
@@ -349,6 +361,7 @@ def tokens(vlm: str, reasoner: str, reasoning_tokens: str) -> None:
     import json as json_module
 
     from frankmerge.inputs import open_role
+    from frankmerge.recipe import Prior, build_recipe
     from frankmerge.tokens import plan_tokens
 
     recipe = build_recipe({"vlm": vlm, "reasoner": reasoner, "base": reasoner, "prior": Prior(kind="none")}, source="options")

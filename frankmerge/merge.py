@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from frankmerge import timing, workers
 from frankmerge.checkpoints.dtypes import OUTPUT_DTYPES
 from frankmerge.checkpoints.output import (
     check_free_space,
@@ -54,6 +55,7 @@ from frankmerge.streaming import (
     write_merged,
 )
 from frankmerge.tokens import CarriedToken, TokenPlan, add_think_prefix, plan_tokens, write_generation_config
+from frankmerge.workers import available_cores
 
 log = logging.getLogger(__name__)
 PROFILE_NAME = "profile.json"
@@ -61,6 +63,7 @@ PROFILE_NAME = "profile.json"
 # 1.5B merge's block loop took 3.0 s instead of 2.1: the writer's 4 MiB slots no longer stay in L2);
 # torch's path (float64 inputs) keeps its float32 buffers in the caches between passes at this size.
 DEFAULT_CHUNK = 1 << 20
+ELEMENTWISE_METHODS = ("ties", "dare_linear", "dare_ties")  # torch computes these on whole tensors
 
 
 @dataclass
@@ -91,18 +94,18 @@ def merge(
     overwrite: bool = False,
     progress: bool = True,
     chunk: int = DEFAULT_CHUNK,
-    threads: int = 1,
+    threads: int | None = None,
 ) -> MergeResult:
     """Merge ``recipe``'s VLM and reasoner into ``out``; raise a FrankmergeError on bad input.
 
-    The arithmetic is memory-bound, so ``threads`` defaults to one torch thread: more gain little
-    and stall on OpenMP barriers whenever another process holds a core. Restored on return.
-    A second merge into the same ``out`` raises OutputBusyError at once, before reading anything.
+    ``threads`` caps the threads that compute (default: every core the process may run on); the
+    result is the same bit for bit for any value. A second merge into the same ``out`` raises
+    OutputBusyError at once, before reading anything.
     """
     started = time.perf_counter()
     out = Path(out)
     check_output_apart(out, _input_paths(recipe))  # before anything is read, --overwrite or not
-    with output_lock(out):  # a second merge to this --out stops here, before it reads or writes
+    with output_lock(out), timing.recording():  # a second merge to this --out stops here, before it reads or writes
         remove_stale_partials(out)
         check_output_free(out, overwrite=overwrite)
         return _merge_locked(recipe, out, overwrite=overwrite, progress=progress, chunk=chunk, threads=threads, started=started)
@@ -112,12 +115,19 @@ def _merge_locked(
     recipe: MergeRecipe, out: Path, *, overwrite: bool, progress: bool, chunk: int, threads: int, started: float
 ) -> MergeResult:
     """Open the inputs and merge; runs under ``out``'s lock, after stale partial outputs are removed."""
-    inputs = open_inputs(recipe)
+    with timing.phase("open_inputs"):
+        inputs = open_inputs(recipe)
+    threads = available_cores() if threads is None else max(1, threads)
+    if chunk % workers.PIECE == 0:  # one chunk gives every thread a piece (sums do not depend on the chunk: see workers)
+        chunk = max(chunk, threads * workers.PIECE)
+    # torch computes only what the kernels do not take (float64 inputs, TIES/DARE); its reductions
+    # split by thread count, so it gets the threads only where its results are element-wise.
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads))
+    torch.set_num_threads(threads if recipe.method in ELEMENTWISE_METHODS else 1)
     try:
-        pair = check_merge_pair(recipe, inputs)
-        with tempfile.TemporaryDirectory(prefix="frankmerge-profile-") as scratch:
+        with timing.phase("pair_check"):
+            pair = check_merge_pair(recipe, inputs)
+        with workers.using(threads), tempfile.TemporaryDirectory(prefix="frankmerge-profile-") as scratch:
             profile_dir = None
             if recipe.method == "frank" and recipe.prior is None:
                 _refuse_profiling_remote_code(inputs["vlm"])
@@ -236,20 +246,31 @@ def _merge_opened(
             weights_out, plan, parse_size(recipe.max_shard_size), background=True, slot_bytes=chunk * 4, slots=6
         )
         try:
-            for name in layout.other:
-                write_copy(ws, writer, name, Source("vlm", vlm.checkpoint, name))
+            with timing.phase("other_tensors"):  # the VLM's vision tower etc.: checked, then copied
+                for name in layout.other:
+                    write_copy(ws, writer, name, Source("vlm", vlm.checkpoint, name))
+            phases = timing.current()
+            if phases is not None:
+                phases.set("startup", timing.process_age())  # process start to the first block
+                phases.set("before_blocks", time.perf_counter() - started)
+            blocks_started = time.perf_counter()
             precomputed = [_block_stats(ws, inputs, i) for i in range(layout.num_blocks)] if method.global_stats else None
             if precomputed is not None:
                 method.prepare(precomputed)
             bar = progress_bar(range(layout.num_blocks), desc="merging blocks", unit="block", disable=not progress)
-            with _StatsAhead(inputs, layout.num_blocks, chunk, recipe.allow_nonfinite, precomputed) as ahead:
+            ahead_ok = workers.current().threads > 1  # one thread: no statistics thread beside the merge
+            with _StatsAhead(inputs, layout.num_blocks, chunk, recipe.allow_nonfinite, precomputed, ahead_ok) as ahead:
                 for index in bar:
                     stats, coefficients = _merge_block(ws, writer, inputs, index, method, ahead.stats(index))
                     result.stats.append(stats)
                     result.coefficients.append(coefficients)
                     bar.set_postfix(lambda_v=f"{coefficients.lambda_v:.3f}")
-            result.shared = _write_shared(ws, writer, inputs, recipe, result.coefficients, tokens)
-            weight_map = writer.close()
+            if phases is not None:
+                phases.set("blocks_wall", time.perf_counter() - blocks_started)
+            with timing.phase("shared_tensors"):
+                result.shared = _write_shared(ws, writer, inputs, recipe, result.coefficients, tokens)
+            with timing.phase("close"):
+                weight_map = writer.close()
         except BaseException:
             writer.abort()
             raise
@@ -276,6 +297,7 @@ def _merge_opened(
             peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             profile_made_here=profile_dir is not None,
             compatibility=None if pair is None else pair.to_dict(),
+            timings=None if timing.current() is None else timing.current().as_dict(),  # type: ignore[union-attr]
         )
         reproducible = _with_absolute_paths(recipe, inputs)
         write_model_card(staging, out.name, reproducible, result.report)
@@ -341,17 +363,24 @@ def _plan(vlm: RoleInput, out_dtype: torch.dtype, keep_copy_dtype: bool, tokens:
 class _StatsAhead:
     """Block l+1's statistics pass on a thread of its own while block l is merged and written.
 
-    Each pass is memory-bound single-threaded arithmetic (torch releases the GIL), so on two cores
-    the statistics come almost for free. The thread has its own chunk buffers; its errors (NaN/Inf
-    in an input) are raised when the merge asks for that block.
+    Both passes hand their pieces to the same workers (``frankmerge.workers``), so the two together
+    use at most ``--threads`` cores; with one thread there is no thread ahead. The thread has its
+    own chunk buffers; its errors (NaN/Inf in an input) are raised when the merge asks for that block.
     """
 
     def __init__(
-        self, inputs: dict[str, RoleInput], blocks: int, chunk: int, allow_nonfinite: bool, known: list[BlockStats] | None
+        self,
+        inputs: dict[str, RoleInput],
+        blocks: int,
+        chunk: int,
+        allow_nonfinite: bool,
+        known: list[BlockStats] | None,
+        ahead: bool = True,
     ) -> None:
         self._inputs, self._blocks, self._known = inputs, blocks, known
-        self._ws = Workspace(chunk, torch.float32, allow_nonfinite=allow_nonfinite) if known is None else None
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="frankmerge-stats") if known is None else None
+        ahead = ahead and known is None
+        self._ws = Workspace(chunk, torch.float32, allow_nonfinite=allow_nonfinite) if ahead else None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="frankmerge-stats") if ahead else None
         self._pending: dict[int, Future[BlockStats]] = {}
 
     def __enter__(self) -> _StatsAhead:
@@ -364,9 +393,12 @@ class _StatsAhead:
                 future.cancel()
             self._pool.shutdown(wait=True)
 
-    def stats(self, index: int) -> BlockStats:
+    def stats(self, index: int) -> BlockStats | None:
+        """Block ``index``'s statistics, or None when there is no thread ahead (the merge computes them)."""
         if self._known is not None:
             return self._known[index]
+        if self._pool is None:
+            return None
         self._submit(index)
         self._submit(index + 1)
         return self._pending.pop(index).result()
@@ -390,8 +422,9 @@ def _block_triples(inputs: dict[str, RoleInput], index: int) -> list[tuple[Sourc
 def _block_stats(ws: Workspace, inputs: dict[str, RoleInput], index: int) -> BlockStats:
     """One block's task-vector sums; also proves all three inputs finite (or names the culprit)."""
     sums = Sums()
-    for triple in _block_triples(inputs, index):
-        sums.add(task_vector_sums(ws, *triple, triple[0].checkpoint.info(triple[0].name).numel))
+    with timing.phase("statistics"):
+        for triple in _block_triples(inputs, index):
+            sums.add(task_vector_sums(ws, *triple, triple[0].checkpoint.info(triple[0].name).numel))
     return BlockStats(index, sums.norm_v_sq, sums.norm_r_sq, sums.dot_vr, sums.norm_0_sq)
 
 
@@ -407,6 +440,20 @@ def _merge_block(
     if stats is None:
         stats = _block_stats(ws, inputs, index)
     coefficients = method.coefficients(stats)
+    with timing.phase("merge"):
+        _write_block(ws, writer, inputs, index, method, coefficients)
+    return stats, coefficients
+
+
+def _write_block(
+    ws: Workspace,
+    writer: ShardedWriter,
+    inputs: dict[str, RoleInput],
+    index: int,
+    method: Method,
+    coefficients: BlockCoefficients,
+) -> None:
+    """Pass 2 of one block: each tensor by ``method`` with the block's coefficients."""
     for triple in _block_triples(inputs, index):
         if method.elementwise:
             write_elementwise(ws, writer, triple[0].name, triple, method.merge_delta)
@@ -414,7 +461,6 @@ def _merge_block(
         numel = triple[0].checkpoint.info(triple[0].name).numel
         lambdas = (coefficients.lambda_v, coefficients.lambda_r)
         write_merged(ws, writer, triple[0].name, triple, *lambdas, numel, numel, inputs_checked=True)
-    return stats, coefficients
 
 
 def _sources(inputs: dict[str, RoleInput], pick: Callable[..., str | None]) -> tuple[Source, Source, Source]:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from frankmerge.errors import RecipeError, one_line
 from frankmerge.methods.frank import PRIOR_PARAMETERS, PriorKind
+from frankmerge.methods.parameters import METHOD_PARAMETERS
 
 
 class _Strict(BaseModel):
@@ -61,19 +62,8 @@ class Layouts(_Strict):
 MethodName = Literal["frank", "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "layer_swap", "metagpt"]
 PerLayer = float | list[float]
 
+
 # Which parameters each method takes; anything else is rejected by name.
-METHOD_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "frank": (),
-    "linear": ("beta",),
-    "task_arithmetic": ("lambda_v", "lambda_r"),
-    "ties": ("weights", "density", "scale", "mergekit_compat"),
-    "dare_linear": ("weights", "drop_rate", "seed", "mergekit_compat"),
-    "dare_ties": ("weights", "drop_rate", "scale", "seed", "mergekit_compat"),
-    "layer_swap": ("k", "beta"),
-    "metagpt": (),
-}
-
-
 class Parameters(_Strict):
     """Method parameters; unset ones take the method's published default (see README)."""
 

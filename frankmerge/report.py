@@ -122,6 +122,7 @@ def write_report(
     peak_rss_bytes: int,
     profile_made_here: bool = False,
     compatibility: dict[str, object] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, object]:
     report: dict[str, object] = {
         "tool": "frankmerge",
@@ -144,6 +145,8 @@ def write_report(
     }
     if compatibility is not None:
         report["compatibility"] = compatibility
+    if timings:
+        report["timings_s"] = timings  # phases, summed over threads (they overlap): see frankmerge.timing
     if recipe.prior is not None and recipe.prior.profile is not None:
         report["profile"] = _profile_record(recipe.prior.profile, directory, profile_made_here)
     (directory / REPORT_NAME).write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")

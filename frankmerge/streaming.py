@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from frankmerge import kernels
+from frankmerge import kernels, workers
 from frankmerge.checkpoints.reader import Checkpoint
 from frankmerge.checkpoints.writer import ShardedWriter
 from frankmerge.errors import NonFiniteError
@@ -155,19 +155,27 @@ def task_vector_sums(ws: Workspace, vlm: Source, reasoner: Source, base: Source,
     for start in range(0, numel, ws.chunk):
         count = min(ws.chunk, numel - start)
         if use_kernels:
-            chunk = Sums(*kernels.task_vector_sums(*read_arrays(sources, start, count)))
+            arrays = read_arrays(sources, start, count)
+            parts = workers.current().map(lambda lo, hi, a=arrays: kernels.task_vector_sums(*(x[lo:hi] for x in a)), count)
             release(sources, start, count)
         else:
-            tau_v = ws.read_f32(vlm, start, count)
-            tau_r = ws.read_f32(reasoner, start, count)
-            theta_0 = ws.read_f32(base, start, count)
-            tau_v.sub_(theta_0)
-            tau_r.sub_(theta_0)
-            chunk = Sums(dot64(tau_v, tau_v), dot64(tau_r, tau_r), dot64(tau_v, tau_r), dot64(theta_0, theta_0))
-        if not all(math.isfinite(x) for x in (chunk.norm_v_sq, chunk.norm_r_sq, chunk.norm_0_sq)):
-            chunk = _nonfinite_chunk(ws, (vlm, reasoner, base), start, count)
-        sums.add(chunk)
+            parts = [_torch_sums(ws, sources, start + lo, hi - lo) for lo, hi in workers.pieces(count)]
+        # Added piece by piece in order: the same sums for any thread count (and any chunk size
+        # that is a multiple of the piece).
+        for (lo, hi), part in zip(workers.pieces(count), parts, strict=True):
+            piece = Sums(*part) if isinstance(part, tuple) else part
+            if not all(math.isfinite(x) for x in (piece.norm_v_sq, piece.norm_r_sq, piece.norm_0_sq)):
+                piece = _nonfinite_chunk(ws, sources, start + lo, hi - lo)
+            sums.add(piece)
     return sums
+
+
+def _torch_sums(ws: Workspace, sources: tuple[Source, ...], start: int, count: int) -> Sums:
+    """One piece's sums through torch (dtypes the kernels do not take: float64)."""
+    tau_v, tau_r, theta_0 = (ws.read_f32(s, start, count) for s in sources)
+    tau_v.sub_(theta_0)
+    tau_r.sub_(theta_0)
+    return Sums(dot64(tau_v, tau_v), dot64(tau_r, tau_r), dot64(tau_v, tau_r), dot64(theta_0, theta_0))
 
 
 def _nonfinite_chunk(ws: Workspace, sources: tuple[Source, ...], start: int, count: int) -> Sums:
@@ -247,7 +255,9 @@ def _merged_chunk(
     vlm = sources[0]
     count = out.numel()
     if merged:
-        kernels.merge_into(kernels.as_array(out[:merged]), *read_arrays(sources, start, merged), *lambdas)
+        target = kernels.as_array(out[:merged])
+        arrays = read_arrays(sources, start, merged)
+        workers.current().map(lambda lo, hi: kernels.merge_into(target[lo:hi], *(a[lo:hi] for a in arrays), *lambdas), merged)
         release(sources, start, merged)
     if merged < count:
         out[merged:].copy_(vlm.checkpoint.read_chunk(vlm.name, start + merged, count - merged))

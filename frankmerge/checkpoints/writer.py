@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from frankmerge import timing
 from frankmerge.checkpoints.dtypes import TORCH_TO_SAFETENSORS, element_size
 from frankmerge.checkpoints.reader import SAFE_INDEX
 from frankmerge.errors import DiskFullError
@@ -131,6 +132,10 @@ class ShardedWriter:
         """Append raw bytes of ``name`` straight from another file (kernel-side copy when possible)."""
         planned = self._begin(name)
         self._drain()
+        with timing.phase("copies"):  # after the drain: the queued writes are counted as writes
+            self._copy_bytes(planned, source_fd, offset, nbytes)
+
+    def _copy_bytes(self, planned: PlannedTensor, source_fd: int, offset: int, nbytes: int) -> None:
         assert self._handle is not None
         fd = self._handle.fileno()
         path = self.directory / self.shard_name(self._open_shard)
@@ -148,7 +153,7 @@ class ShardedWriter:
         while done < nbytes:
             block = os.pread(source_fd, min(64 << 20, nbytes - done), offset + done)
             if not block:
-                raise OSError(errno.EIO, f"short read copying {name}")
+                raise OSError(errno.EIO, f"short read copying {planned.name}")
             self._raw_write(block, path)
             done += len(block)
         self._advance(planned, nbytes)
@@ -313,7 +318,8 @@ class _Background:
                 write, slot, nbytes = job
                 try:
                     if not self._failed:
-                        write(memoryview(slot[:nbytes].numpy()))
+                        with timing.phase("writes"):
+                            write(memoryview(slot[:nbytes].numpy()))
                 finally:
                     self.release(slot)
             except BaseException as exc:  # handed to the caller's thread

@@ -23,7 +23,8 @@ NON_WEIGHT_SUFFIXES = ("rotary_emb.inv_freq",)
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The few config facts a merge needs, read through transformers' AutoConfig."""
+    """The few config facts a merge needs: from config.json itself where it states them all, else
+    through transformers' AutoConfig."""
 
     model_type: str
     text_model_type: str
@@ -32,8 +33,19 @@ class ModelConfig:
     tie_word_embeddings: bool | None  # top-level value as the model class resolves it
     raw: dict[str, object] = field(repr=False)
     # The text decoder's config with the class defaults filled in (transformers' own reading), or the
-    # raw section for remote-code families; what the pair doctor compares.
-    text: dict[str, object] = field(default_factory=dict, repr=False)
+    # raw section for remote-code families; what the pair doctor compares. None until asked for:
+    # then read through transformers from ``directory`` (see ``text``).
+    text_config: dict[str, object] | None = field(default=None, repr=False, compare=False)
+    directory: Path | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def text(self) -> dict[str, object]:
+        """The text decoder's config with the class defaults filled in (imports transformers on first use)."""
+        if self.text_config is None:
+            assert self.directory is not None, "a ModelConfig without its text config needs its directory"
+            config = _auto_config(self.directory, self.raw, "model")
+            object.__setattr__(self, "text_config", config.get_text_config().to_dict())
+        return self.text_config  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -77,22 +89,20 @@ def read_config(directory: Path, role: str) -> ModelConfig:
     if family is not None and family.weights_subdir:  # NVILA: facts from the LLM's own config
         inner = read_config(directory / family.weights_subdir, role)
         return ModelConfig(
-            model_type, inner.text_model_type, inner.num_layers, inner.vocab_size, inner.tie_word_embeddings, raw, inner.text
+            model_type,
+            inner.text_model_type,
+            inner.num_layers,
+            inner.vocab_size,
+            inner.tie_word_embeddings,
+            raw,
+            inner.text_config,
+            inner.directory,
         )
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
-    except Exception as exc:  # transformers raises ValueError, KeyError, OSError and validation errors
-        from transformers import CONFIG_MAPPING
-
-        if model_type not in CONFIG_MAPPING:
-            raise LayoutError(
-                f"--{role} {directory}: transformers does not know model_type {model_type!r}; models that need "
-                "remote code are never executed — pass a transformers-native checkpoint"
-            ) from exc
-        reason = str(exc).strip().splitlines()[-1].strip()
-        raise CorruptCheckpointError(f"{path}: invalid config ({reason}); fix or re-download config.json") from exc
+    if family is not None:
+        stated = _stated_facts(raw, family)
+        if stated is not None:  # no transformers: ~1 s of imports and AutoConfig's registry scan
+            return ModelConfig(model_type, *stated, raw=raw, directory=directory)
+    config = _auto_config(directory, raw, role)
     text = config.get_text_config()
     tie = getattr(config, "tie_word_embeddings", None)
     return ModelConfig(
@@ -102,7 +112,8 @@ def read_config(directory: Path, role: str) -> ModelConfig:
         vocab_size=getattr(text, "vocab_size", None),
         tie_word_embeddings=None if tie is None else bool(tie),
         raw=raw,
-        text=text.to_dict(),
+        text_config=text.to_dict(),
+        directory=directory,
     )
 
 
@@ -118,6 +129,40 @@ def _with_defaults(section: dict[str, object]) -> dict[str, object]:
         return CONFIG_MAPPING[model_type](**section).to_dict()
     except Exception:  # a config its class rejects is still worth comparing as written
         return dict(section)
+
+
+def _stated_facts(raw: dict[str, object], family: Family) -> tuple[str, int, int | None, bool] | None:
+    """(text model_type, layers, vocabulary, tying) when config.json states each of them, else None
+    (a class default would fill the gap: transformers reads it). The text section is ``text_config``
+    for a VLM; a VLM config without one (Qwen2-VL's legacy flat layout) goes through transformers."""
+    section = raw.get("text_config") if family.kind == "vlm" else raw
+    if not isinstance(section, dict):
+        return None
+    text_type = section.get("model_type")
+    layers, vocab, tie = section.get("num_hidden_layers"), section.get("vocab_size"), raw.get("tie_word_embeddings")
+    if not isinstance(text_type, str) or not isinstance(layers, int) or not isinstance(vocab, int) or not isinstance(tie, bool):
+        return None
+    return text_type, layers, vocab, tie
+
+
+def _auto_config(directory: Path, raw: dict[str, object], role: str):  # type: ignore[no-untyped-def]  # -> PretrainedConfig
+    """transformers' reading of ``directory``'s config.json (never with remote code), errors named."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(directory, trust_remote_code=False)
+    except Exception as exc:  # transformers raises ValueError, KeyError, OSError and validation errors
+        from transformers import CONFIG_MAPPING
+
+        model_type = str(raw.get("model_type", ""))
+        if model_type not in CONFIG_MAPPING:
+            raise LayoutError(
+                f"--{role} {directory}: transformers does not know model_type {model_type!r}; models that need "
+                "remote code are never executed — pass a transformers-native checkpoint"
+            ) from exc
+        reason = str(exc).strip().splitlines()[-1].strip()
+        path = directory / "config.json"
+        raise CorruptCheckpointError(f"{path}: invalid config ({reason}); fix or re-download config.json") from exc
 
 
 def family_for(config: ModelConfig, role: str, override: str | None) -> Family:

@@ -1,0 +1,53 @@
+"""Commands that do not merge start without torch, transformers or numba; the benchmark refuses a
+shape the disk cannot hold, in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HEAVY = ("torch", "transformers", "numba", "pydantic")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["layouts"], ["benchmarks"], ["merge", "--help"]])
+def test_light_commands_import_no_heavy_library(args: list[str]) -> None:
+    code = (
+        "import sys\n"
+        f"sys.argv = ['frankmerge', *{args!r}]\n"
+        "import frankmerge.cli as cli\n"
+        "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_package_names_load_on_first_use() -> None:
+    code = (
+        "import sys, frankmerge; assert 'torch' not in sys.modules; "
+        "print(frankmerge.merge.__name__, frankmerge.MergeRecipe.__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["merge", "MergeRecipe"]
+
+
+def test_benchmark_refuses_a_shape_the_disk_cannot_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import merge_speed
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, 40 * 10**9))
+    assert merge_speed.main(["--shape", "7b", "--cache", str(tmp_path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "needs 76 GB free" in lines[0] and "has 40 GB" in lines[0]
+    assert not any(tmp_path.iterdir())  # nothing built
+    merge_speed.use_shape(merge_speed.SHAPES["1.5b"])

@@ -1,0 +1,78 @@
+"""Kernels spread over threads give the same bits for any thread count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from frankmerge import MergeRecipe, Prior, merge, workers
+from frankmerge.checkpoints.reader import Checkpoint
+from frankmerge.streaming import Source, Workspace, task_vector_sums
+
+THREAD_COUNTS = (1, 2, 3)
+
+
+def test_pieces_cover_the_range_in_order():
+    assert workers.pieces(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert workers.pieces(0, 4) == []
+    assert workers.available_cores() >= 1
+
+
+def test_map_returns_results_in_piece_order():
+    for threads in THREAD_COUNTS:
+        with workers.using(threads) as pool:
+            assert pool.threads == threads
+            assert workers.current() is pool
+            assert pool.map(lambda lo, hi: (lo, hi), 10, 3) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert workers.current().threads == 1  # back to the caller's thread
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+def test_statistics_are_bit_identical_for_any_thread_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype):
+    monkeypatch.setattr(workers, "PIECE", 1000)  # many pieces per chunk on a small tensor
+    n = 25_013
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(n, generator=gen) * 0.02
+    roles = {
+        "vlm": base + torch.randn(n, generator=gen) * 0.003,
+        "reasoner": base + torch.randn(n, generator=gen) * 0.001,
+        "base": base,
+    }
+    sources = []
+    for role, values in roles.items():
+        (tmp_path / role).mkdir()
+        save_file({"w": values.to(dtype)}, str(tmp_path / role / "model.safetensors"))
+        sources.append(Source(role, Checkpoint(tmp_path / role), "w"))
+    got = []
+    for threads in THREAD_COUNTS:
+        with workers.using(threads):
+            sums = task_vector_sums(Workspace(8000, torch.float32), *sources, n)
+        got.append((sums.norm_v_sq, sums.norm_r_sq, sums.dot_vr, sums.norm_0_sq))
+    assert got[0] == got[1] == got[2]  # exact equality: the same additions in the same order
+    tau_v = roles["vlm"].to(dtype).double() - base.to(dtype).double()
+    assert got[0][0] == pytest.approx(float(tau_v @ tau_v), rel=1e-6)
+
+
+def test_merge_is_bit_identical_for_any_thread_count(tiny_triple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(workers, "PIECE", 64)  # tiny tensors: several pieces each
+    triple = tiny_triple("qwen2_5_vl", layout="v5", sharded=True, dtype="bfloat16")
+    recipe = MergeRecipe(vlm=str(triple.vlm), reasoner=str(triple.reasoner), base=str(triple.base), prior=Prior(kind="none"))
+    outputs = []
+    for threads in THREAD_COUNTS:
+        out = tmp_path / f"threads-{threads}"
+        result = merge(recipe, out, progress=False, chunk=256, threads=threads)
+        tensors: dict[str, torch.Tensor] = {}
+        for file in sorted(out.glob("*.safetensors")):
+            tensors.update(load_file(str(file)))
+        outputs.append((tensors, result.stats, result.coefficients))
+    reference, stats, coefficients = outputs[0]
+    assert any(c.lambda_r != 0.0 for c in coefficients)  # a real merge, not a copy of the VLM
+    for tensors, other_stats, other_coefficients in outputs[1:]:
+        assert other_stats == stats  # the sums, exactly
+        assert other_coefficients == coefficients
+        assert tensors.keys() == reference.keys()
+        for name, values in reference.items():
+            assert torch.equal(tensors[name].view(torch.uint8), values.view(torch.uint8)), name
