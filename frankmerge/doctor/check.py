@@ -202,7 +202,12 @@ def _documented(inputs: dict[str, RoleInput]) -> tuple[dict[str, dict[str, Any]]
         matches = None if base is None else is_same_model(base.reference, entry.base)
         records[role] = {"model": entry.model, "documented_base": entry.base, "source": entry.source, "base_matches": matches}
         if base is not None and not matches:
-            fix = f"pass --reasoner-base {entry.base}" if role == "reasoner" else f"pass --base {entry.base}"
+            fix = (
+                f"τ_R then holds {entry.base}'s own training too; --reasoner-base {entry.base} leaves it out "
+                "(which transfers more depends on where the skill was learned: docs/testbed.md, two bases)"
+                if role == "reasoner"
+                else f"pass --base {entry.base}"
+            )
             findings.append(
                 f"{entry.model} descends from {entry.base} ({entry.source}), and {flag} is {base.reference}: "
                 f"if that is not the same model, {fix}"

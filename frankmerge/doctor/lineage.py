@@ -147,7 +147,7 @@ def lineage_findings(lineage: Lineage) -> list[str]:
     v, r = means["vlm"], means["reasoner"]
     if v and r and flags["reasoner"] == "--base" and max(v, r) / min(v, r) >= FAR_RATIO:
         far, near = ("reasoner", "VLM") if r > v else ("VLM", "reasoner")
-        fix = " (pass its own as --reasoner-base)" if far == "reasoner" else ""
+        fix = " (see --reasoner-base)" if far == "reasoner" else ""
         found.append(
             f"the {far} moved {max(v, r) / min(v, r):.1f}× farther from --base than the {near}: either --base is not "
             f"its base{fix}, or its training rewrote much of the decoder, the regime where the testbed's merges stop "
@@ -160,6 +160,11 @@ def lineage_findings(lineage: Lineage) -> list[str]:
             key=lambda pair: pair[0],
         )
         if ranked and current is not None and ranked[0][0] < CLOSER_FACTOR * current:
-            hint = " (pass it as --reasoner-base)" if role == "reasoner" else ""
+            hint = (
+                ": likely its own base; --reasoner-base takes τ_R over it, leaving that base's training out of τ_R "
+                "(measure both: docs/testbed.md, two bases)"
+                if role == "reasoner"
+                else ""
+            )
             found.append(f"the {role} is nearer {ranked[0][1]} ({ranked[0][0]:.3f}) than {flags[role]} ({current:.3f}){hint}")
     return found
