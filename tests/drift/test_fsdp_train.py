@@ -2,7 +2,9 @@
 
 Both runs see the same two samples at every optimizer step (FSDP2: one per rank; single process:
 two accumulated micro-batches) with ``--timing step``, so for every variant the trained weights
-must agree to float32 rounding. One torchrun launch runs the three variants (``fsdp_cli_worker.py``).
+must agree to float32 rounding. One torchrun launch per variant, as a user runs it: ``drift-train``
+leaves the process group before its process exits, so one process cannot run it twice (a second
+``init_process_group`` on torchrun's store can hang on the first group's keys).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from frankmerge.drift.train import TrainOptions, drift_train
 from frankmerge.testbed.tiny import SPECS
 from tests.drift.helpers import write_chat_data
 
-WORKER = Path(__file__).with_name("fsdp_cli_worker.py")
 STEPS = 2
 SHARED = ["--max-steps", str(STEPS), "--lr", "1e-3", "--timing", "step", "--warmup-ratio", "0", "--scheduler", "constant"]
 
@@ -37,11 +38,13 @@ def runs(tiny_triple, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
     prior = build_prior(triple.vlm, triple.reasoner, root / "prior.safetensors").path
     repo = str(Path(__file__).resolve().parents[2])
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    command = [torchrun, "--standalone", "--nproc_per_node", "2", str(WORKER), str(root / "fsdp")]
-    command += ["--vlm", str(triple.vlm), "--prior", str(prior), "--data", str(data), *SHARED]
+    common = ["--vlm", str(triple.vlm), "--prior", str(prior), "--data", str(data), *SHARED, "--fsdp"]
     env = {**os.environ, "PYTHONPATH": repo, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env, cwd=repo)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for variant in VARIANTS:
+        command = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "frankmerge.cli", "drift-train", *common]
+        command += ["--variant", variant, "--out", str(root / "fsdp" / variant)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=400, check=False, env=env, cwd=repo)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for variant in VARIANTS:
         options = TrainOptions(
             variant=variant, prior=prior, timing="step", grad_accum=2, max_steps=STEPS, learning_rate=1e-3,
