@@ -31,7 +31,7 @@ from frankmerge.testbed.trained.models import assemble_unmerged, load_model, sav
 from frankmerge.testbed.trained.report import chance_levels
 from frankmerge.testbed.trained.tasks import stage_sampler
 from frankmerge.testbed.trained.train import train_stage
-from frankmerge.testbed.trained.verdict import Model, Score, best_visual, paired, transfers
+from frankmerge.testbed.trained.verdict import best_visual, models_from_json, paired, transfers
 
 MATH = Stage(steps=400, lr=1e-3, cot_mix=0.5)  # the design's continued pretraining
 VISUAL_TASKS = ("perception", "visual_reasoning", "visual_reasoning_think")
@@ -72,11 +72,6 @@ def train_lineage(config: TestbedConfig, cache: Path) -> Lineage:
     return lineage
 
 
-def _model(name: str, group: str, evaluation: dict) -> Model:
-    tasks = evaluation["tasks"]
-    return Model(name, group, {t: Score(float(r["accuracy"]), *map(float, r["ci95"])) for t, r in tasks.items()})
-
-
 def run_seed(config: TestbedConfig, workdir: Path, cache: Path, n_items: int) -> dict[str, object]:
     seed = config.seed
     models = build_testbed(config, cache)
@@ -110,7 +105,8 @@ def run_seed(config: TestbedConfig, workdir: Path, cache: Path, n_items: int) ->
         for name, path in (("base", models.base), ("math", lineage.math), ("reasoner", lineage.reasoner))
     }
     chance = chance_levels(n_items)
-    scored = {name: _model(name, group, evaluations[name]) for name, (group, _) in paths.items()}
+    entries = [{**evaluations[name], "group": group} for name, (group, _) in paths.items()]
+    scored = {model.name: model for model in models_from_json(entries)}
     vlm = scored["vlm"]
     summary = {
         name: {

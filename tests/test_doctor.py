@@ -25,6 +25,7 @@ from frankmerge.inputs import open_inputs
 from frankmerge.layouts import read_config
 from frankmerge.merge import merge
 from frankmerge.recipe import Prior, build_recipe
+from tests.reference import load_dir
 
 # As published on the hub (legacy keys), trimmed to what matters.
 QWEN25_VL_7B = {
@@ -263,11 +264,9 @@ def test_clean_triple_has_no_findings_from_configs(tiny_triple: Any) -> None:
 def _scaled_copy(source: Path, target: Path, base: Path, share: float) -> Path:
     """``base + share·(source − base)`` in every tensor: a model ``share`` of the way from base to source."""
     shutil.copytree(source, target)
+    base_values = load_dir(base)
     for path in target.glob("*.safetensors"):
         values = load_file(path)
-        base_values = {}
-        for file in base.glob("*.safetensors"):
-            base_values.update(load_file(file))
         save_file({k: base_values[k] + share * (v - base_values[k]) for k, v in values.items()}, path, metadata={"format": "pt"})
     return target
 
