@@ -24,8 +24,13 @@ def roles_of(recipe: MergeRecipe) -> tuple[str, ...]:
     return (*ROLES, REASONER_BASE) if getattr(recipe, REASONER_BASE, None) else ROLES
 
 
+def role_label(role: str) -> str:
+    """How messages name a role: its flag's name (``reasoner_base`` -> ``reasoner-base``)."""
+    return role.replace("_", "-")
+
+
 def flag_of(role: str) -> str:
-    return "--" + role.replace("_", "-")
+    return "--" + role_label(role)
 
 
 MAX_LISTED_MISMATCHES = 5
@@ -44,7 +49,7 @@ class RoleInput:
 
 def open_role(role: str, reference: str, recipe: MergeRecipe) -> RoleInput:
     """One checkpoint opened and mapped; ``role`` is a recipe key (``reasoner_base``) or a label."""
-    key, role = role, role.replace("_", "-")  # messages name the flag: --reasoner-base
+    key, role = role, role_label(role)
     path = resolve_checkpoint(reference, role=role, allow_download=recipe.allow_download)
     config = read_config(path, role)
     family = family_for(config, role, getattr(recipe.layouts, key, None))

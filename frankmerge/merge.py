@@ -36,7 +36,7 @@ from frankmerge.checkpoints.staging import output_lock, remove_stale_partials, s
 from frankmerge.checkpoints.writer import PlannedTensor, ShardedWriter, parse_size
 from frankmerge.doctor import PairCheck, check_pair
 from frankmerge.errors import RecipeError
-from frankmerge.inputs import RoleInput, open_inputs, roles_of
+from frankmerge.inputs import RoleInput, open_inputs, role_label, roles_of
 from frankmerge.methods.frank import BlockCoefficients, BlockStats
 from frankmerge.methods.registry import Method, build_method
 from frankmerge.progress import progress_bar
@@ -192,7 +192,7 @@ def _profile_first(recipe: MergeRecipe, out: Path, scratch: Path, *, progress: b
 def _input_paths(recipe: MergeRecipe) -> dict[str, Path]:
     """Each role's local directory (hub ids through the cache), resolved without reading a file."""
     return {
-        role: resolve_checkpoint(getattr(recipe, role), role=role, allow_download=recipe.allow_download)
+        role: resolve_checkpoint(getattr(recipe, role), role=role_label(role), allow_download=recipe.allow_download)
         for role in roles_of(recipe)
     }
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from frankmerge.errors import HomologyError, RecipeError
+from frankmerge.errors import FrankmergeError, HomologyError, RecipeError
 from frankmerge.merge import merge
 from frankmerge.recipe import MergeRecipe, Prior, build_recipe
 from tests.reference import blocks_of, load_dir, reference_merge
@@ -110,3 +110,8 @@ def test_cli_and_bad_reasoner_bases(four: dict[str, Path], tmp_path: Path, tiny_
     with pytest.raises(HomologyError, match="--reasoner-base"):
         merge(_recipe({**four, "reasoner_base": other}, prior=Prior(kind="none")), tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_missing_reasoner_base_is_named_by_its_flag(four: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(FrankmergeError, match="^--reasoner-base "):
+        merge(_recipe({**four, "reasoner_base": tmp_path / "nowhere"}, prior=Prior(kind="none")), tmp_path / "o", progress=False)
