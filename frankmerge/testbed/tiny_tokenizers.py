@@ -27,9 +27,24 @@ _CHAT_TEMPLATE = (
 )
 
 
-def chat_template(image_placeholder: str = "", generation_prefix: str = "") -> str:
-    """ChatML template; the VLM's renders images as the placeholder its processor expands."""
-    return _CHAT_TEMPLATE.replace("@IMAGE@", image_placeholder).replace("@GEN@", generation_prefix)
+def chat_template(image_placeholder: str = "", generation_prefix: str = "", default_system: str = "") -> str:
+    """ChatML template; the VLM's renders images as the placeholder its processor expands.
+
+    ``default_system``: a system turn rendered first when the conversation has none, as Qwen2's
+    template inserts "You are a helpful assistant." (none when empty, the template unchanged).
+    """
+    template = _CHAT_TEMPLATE.replace("@IMAGE@", image_placeholder).replace("@GEN@", generation_prefix)
+    if not default_system:
+        return template
+    opening = (
+        "{% if messages|length == 0 or messages[0]['role'] != 'system' %}"
+        + IM_START
+        + "system\n"
+        + default_system
+        + IM_END
+        + "\n{% endif %}"
+    )
+    return opening + template
 
 
 def build_vocab(family_tokens: Sequence[str], size: int) -> dict[str, int]:

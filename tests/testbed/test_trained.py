@@ -192,11 +192,13 @@ def test_cached_models_are_reused(quick_demo: DemoResult) -> None:
     assert again.base == quick_demo.models.base
 
 
-def test_training_inputs_equal_the_processors() -> None:
-    """What the models are trained on is exactly what ordinary HF inference feeds them."""
+@pytest.mark.parametrize("system", [(), ("the", "assistant", "describe", "a", "image")])
+def test_training_inputs_equal_the_processors(system: tuple[str, ...]) -> None:
+    """What the models are trained on is exactly what ordinary HF inference feeds them, with a
+    default system turn too (rendered once per conversation, not once per turn)."""
     rng = np.random.default_rng(0)
     example = perception_dialogue(rng)
-    processor = make_processor()
+    processor = make_processor(system)
     messages = [
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": example.prompt}]},
         {"role": "assistant", "content": [{"type": "text", "text": " ".join(example.target)}]},
@@ -208,8 +210,10 @@ def test_training_inputs_equal_the_processors() -> None:
         ]
     text = processor.apply_chat_template(messages, tokenize=False)
     expected = processor(text=[text], images=[example.image], return_tensors="pt")
-    batch = Encoder().batch([example])
+    batch = Encoder(processor.tokenizer.chat_template if system else None).batch([example])
     assert batch.input_ids[0].tolist() == expected["input_ids"][0].tolist()
+    system_id = processor.tokenizer.convert_tokens_to_ids("system")
+    assert int((batch.input_ids == system_id).sum()) == (1 if system else 0)
     assert torch.equal(batch.pixel_values, expected["pixel_values"])
     assert int((batch.input_ids == processor.tokenizer.convert_tokens_to_ids("<image>")).sum()) == VISUAL_TOKENS
 

@@ -142,12 +142,12 @@ def _build_stage(stage: str, config: TestbedConfig, paths: dict[str, Path], prog
         model = load_model(paths["vlm_align"])
     else:
         model = vlm_from_base(load_model(paths["base"]), config.size, seed)
-    record = train_stage(stage, model, schedule, sample, seed, progress=progress)
+    record = train_stage(stage, model, schedule, sample, seed, progress=progress, system=config.system_prompt)
     target = paths[stage]
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_checkpoint(model, tmp)
+    save_checkpoint(model, tmp, system=config.system_prompt)
     stamp = {"stage": stage, "key": config.stage_key(stage), "config": config.to_json(), "log": record.to_json()}
     (tmp / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
     shutil.rmtree(target, ignore_errors=True)

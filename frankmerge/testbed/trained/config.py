@@ -61,6 +61,8 @@ class TestbedConfig:
     """A testbed: sizes, the base/reasoner/VLM stages and the seed every random draw derives from.
 
     ``vlm_align`` (None in the ``qwen`` regime) is the VLM's first stage; ``vlm`` continues from it.
+    ``system_prompt``: words of a default system turn that opens every conversation in every stage
+    and in the saved chat template (none by default; docs/testbed.md, "FRANK's premise").
     """
 
     name: str
@@ -71,6 +73,7 @@ class TestbedConfig:
     vlm: Stage = Stage(steps=300, lr=2e-4, text_mix=0.2)
     regime: str = "llava"
     seed: int = 0
+    system_prompt: tuple[str, ...] = ()
 
     def stages(self) -> tuple[str, ...]:
         """The stages this testbed trains, in order."""
@@ -81,6 +84,8 @@ class TestbedConfig:
         size = asdict(self.size)
         text_size = {k: v for k, v in size.items() if not k.startswith("vision_")}
         payload: dict[str, object] = {"format": FORMAT_VERSION, "size": text_size, "seed": self.seed}
+        if self.system_prompt:  # only when set, so the keys of testbeds without one stay as they were
+            payload["system"] = list(self.system_prompt)
         payload["base"] = asdict(self.base)
         if stage == "reasoner":
             payload["reasoner"] = asdict(self.reasoner)

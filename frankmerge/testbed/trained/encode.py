@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from frankmerge.testbed.tiny_tokenizers import IM_END
+from frankmerge.testbed.tiny_tokenizers import IM_END, IM_START
 from frankmerge.testbed.trained.tasks import Example
 from frankmerge.testbed.trained.vocab import IMAGE_TOKEN, VISUAL_TOKENS, testbed_processor
 
@@ -38,15 +38,33 @@ class Batch:
 
 
 class Encoder:
-    """Chat-formats and tokenizes examples; one instance is reused for a whole training run."""
+    """Chat-formats and tokenizes examples; one instance is reused for a whole training run.
 
-    def __init__(self) -> None:
+    ``template``: the chat template to render with (a model's own, for instance one with a default
+    system turn); the testbed's plain template when None.
+    """
+
+    def __init__(self, template: str | None = None) -> None:
         processor = testbed_processor()
+        if template is not None:
+            processor.tokenizer.chat_template = template
         self.tokenizer = processor.tokenizer
         self.image_processor = processor.image_processor
         self.pad_id = int(self.tokenizer.pad_token_id)
         self.image_id = int(self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
         self._prompt_cache: dict[tuple[str, bool], list[int]] = {}
+        # What the template renders before any message (a default system turn): a dialogue's
+        # follow-up turns, rendered one by one, must not repeat it.
+        self.prefix_ids: list[int] = self._prefix_ids() if template is not None else []
+
+    def _prefix_ids(self) -> list[int]:
+        """The ids the template renders before the first user turn (transformers refuses to render
+        an empty conversation, so one user turn is rendered and cut where it starts)."""
+        text = str(self.tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False))
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        turn = self.tokenizer.convert_tokens_to_ids([IM_START, "user"])
+        starts = [i for i in range(len(ids) - 1) if ids[i : i + 2] == turn]
+        return list(ids[: starts[0]])
 
     def prompt_text(self, example: Example) -> str:
         """The chat-formatted prompt with the generation prompt, as the processor renders it."""
@@ -91,8 +109,10 @@ class Encoder:
             row: list[int] = []
             row_labels: list[int] = []
             row_kinds: list[str] = []
-            for turn in self.turns(example):
+            for index, turn in enumerate(self.turns(example)):
                 prompt = self.prompt_ids(turn)
+                if index and self.prefix_ids:
+                    prompt = prompt[len(self.prefix_ids) :]
                 target, target_kinds = self.target_ids(turn)
                 if loss_on_prompt:
                     row_labels += [IGNORE if i == self.image_id else i for i in prompt]

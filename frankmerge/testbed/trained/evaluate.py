@@ -94,7 +94,11 @@ def evaluate_checkpoint(
             texts = [f"{THINK_OPEN} {text}" for text in texts]
         score = score_generations(texts, [e.answer for e in examples], lengths)
         # A <think>-opened task's teacher forcing would repeat its plain task's exactly.
-        forced = teacher_forced_accuracy(model, examples, batch_size) if teacher_forced and not opened else {}
+        forced = (
+            teacher_forced_accuracy(model, examples, batch_size, getattr(frontend, "tokenizer", frontend).chat_template)
+            if teacher_forced and not opened
+            else {}
+        )
         results[task] = TaskResult(task, score, forced, tuple(texts[:SAMPLES_KEPT]))
     seconds = time.perf_counter() - started
     log.info("evaluated %s in %.1fs", name, seconds)
@@ -155,9 +159,12 @@ def generate(
 
 
 @torch.inference_mode()
-def teacher_forced_accuracy(model: Any, examples: Sequence[Example], batch_size: int) -> dict[str, float]:
-    """Next-token argmax accuracy on the gold response, per token kind and over all response tokens."""
-    encoder = Encoder()
+def teacher_forced_accuracy(
+    model: Any, examples: Sequence[Example], batch_size: int, template: str | None = None
+) -> dict[str, float]:
+    """Next-token argmax accuracy on the gold response, per token kind and over all response tokens,
+    with the prompts rendered by ``template`` (the model's own chat template)."""
+    encoder = Encoder(template)
     hits: dict[str, int] = defaultdict(int)
     totals: dict[str, int] = defaultdict(int)
     for start in range(0, len(examples), batch_size):

@@ -8,6 +8,7 @@ Every saved directory is an ordinary Hugging Face checkpoint with its tokenizer 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -104,14 +105,19 @@ def generation_config() -> tf.GenerationConfig:
     )
 
 
-def save_checkpoint(model: tf.PreTrainedModel, path: Path) -> None:
-    """Weights, config, generation config and tokenizer (plus processor for the VLM)."""
+def save_checkpoint(model: tf.PreTrainedModel, path: Path, system: tuple[str, ...] = ()) -> None:
+    """Weights, config, generation config and tokenizer (plus processor for the VLM), whose chat
+    template opens with the ``system`` turn the model was trained with."""
     model.generation_config = generation_config()
     model.save_pretrained(path)
     if isinstance(model, tf.LlavaForConditionalGeneration):
-        testbed_processor().save_pretrained(path)
+        testbed_processor(system).save_pretrained(path)
     else:
-        testbed_tokenizer().save_pretrained(path)
+        testbed_tokenizer(system).save_pretrained(path)
+
+
+# What a saved testbed processor or tokenizer consists of.
+FRONTEND_FILES = ("chat_template.jinja", "processor_config.json", "tokenizer.json", "tokenizer_config.json")
 
 
 def load_model(path: Path) -> tf.PreTrainedModel:
@@ -122,10 +128,14 @@ def load_model(path: Path) -> tf.PreTrainedModel:
 
 
 def assemble_unmerged(vlm_dir: Path, reasoner_dir: Path, out: Path) -> Path:
-    """Control: the reasoner's whole language model (embeddings, blocks, norm) under the VLM's vision tower and projector."""
+    """Control: the reasoner's whole language model (embeddings, blocks, norm) under the VLM's vision
+    tower and projector, with the VLM's own processor files (its chat template, as a merge keeps)."""
     vlm = load_model(vlm_dir)
     reasoner = load_model(reasoner_dir)
     vlm.model.language_model.load_state_dict(reasoner.model.state_dict())
     vlm.tie_weights()
     save_checkpoint(vlm, out)
+    for name in FRONTEND_FILES:
+        if (vlm_dir / name).is_file():
+            shutil.copy2(vlm_dir / name, out / name)
     return out

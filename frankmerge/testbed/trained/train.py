@@ -20,6 +20,7 @@ from frankmerge.progress import progress_bar
 from frankmerge.testbed.trained.config import Stage
 from frankmerge.testbed.trained.encode import Encoder
 from frankmerge.testbed.trained.tasks import Example
+from frankmerge.testbed.trained.vocab import testbed_chat_template
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,13 @@ def train_stage(
     *,
     loss_on_prompt: bool = False,
     progress: bool = False,
+    system: tuple[str, ...] = (),
 ) -> StageLog:
-    """Train ``model`` in place for ``stage.steps`` steps on examples from ``sample``."""
+    """Train ``model`` in place for ``stage.steps`` steps on examples from ``sample``
+    (``system``: the default system turn every conversation opens with)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    encoder = Encoder()
+    encoder = Encoder(testbed_chat_template(system) if system else None)
     if stage.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     frozen_before = _freeze_language_model(model) if stage.freeze_language_model else None

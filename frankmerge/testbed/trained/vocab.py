@@ -6,6 +6,7 @@ All three models share one vocabulary (homologous embedding rows); the VLM's pro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from tokenizers import decoders
@@ -44,7 +45,13 @@ def testbed_vocab() -> dict[str, int]:
     return build_vocab([IMAGE_TOKEN, *COLOURS, *WORDS, *NUMBERS], VOCAB_SIZE)
 
 
-def testbed_tokenizer() -> PreTrainedTokenizerFast:
+def testbed_chat_template(system: Sequence[str] = ()) -> str:
+    """The testbed's chat template; ``system`` words become a default system turn (docs/testbed.md,
+    "FRANK's premise": a fixed prefix before every conversation)."""
+    return chat_template(image_placeholder=IMAGE_TOKEN, default_system=" ".join(system))
+
+
+def testbed_tokenizer(system: Sequence[str] = ()) -> PreTrainedTokenizerFast:
     """Word-level tokenizer; ``<think>``/``</think>`` are added (not special) tokens, as in R1-style models.
 
     All three models share this tokenizer and its chat template (images render as ``<image>``).
@@ -55,7 +62,7 @@ def testbed_tokenizer() -> PreTrainedTokenizerFast:
         named_specials={"image_token": IMAGE_TOKEN},
         extra_specials=[IMAGE_TOKEN],
         added_tokens=(THINK_OPEN, THINK_CLOSE),
-        template=chat_template(image_placeholder=IMAGE_TOKEN),
+        template=testbed_chat_template(system),
     )
     tok.backend_tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)
     return tok
@@ -71,9 +78,9 @@ def load_text_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast.from_pretrained(path)
 
 
-def testbed_processor() -> LlavaProcessor:
+def testbed_processor(system: Sequence[str] = ()) -> LlavaProcessor:
     """LLaVA processor: 32×32 images, patch 8, no CLS token, so ``<image>`` becomes 16 tokens."""
-    tok = testbed_tokenizer()
+    tok = testbed_tokenizer(system)
     image_processor = SiglipImageProcessor(size={"height": IMAGE_PX, "width": IMAGE_PX})
     return LlavaProcessor(
         image_processor=image_processor,
