@@ -14,10 +14,32 @@ user's cache directory when that is read-only), so later runs only load them.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 from numba import njit, types
 from numba.extending import intrinsic, overload
+
+
+def _load_numba_math_without_blas_probe() -> None:
+    """Import numba's ``np.arraymath`` with ``scipy.linalg`` hidden from it.
+
+    numba loads that module with its CPU target the first time any kernel runs, and it probes for
+    BLAS by importing scipy.linalg (0.3-0.6 s of a merge's start-up, measured). The probe only
+    picks np.cov's inner product (these kernels use no BLAS), and numba's linear algebra imports
+    scipy itself when compiled, so hiding it here changes nothing else.
+    """
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    sys.modules["scipy.linalg"] = None  # type: ignore[assignment]  # import raises ImportError
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        del sys.modules["scipy.linalg"]
+
+
+_load_numba_math_without_blas_probe()
 
 # Reassociation lets LLVM vectorise the float64 reductions; contraction allows FMAs. No
 # "nnan"/"ninf": the callers detect NaN/Inf from the results, which must therefore propagate.

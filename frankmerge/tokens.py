@@ -58,10 +58,9 @@ class TokenPlan:
 
 def load_tokenizer(directory: Path) -> tuple[Any, str | None]:
     """The model's tokenizer through AutoTokenizer (never remote code), or None and why not."""
-    from transformers import AutoTokenizer
-
-    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):  # before importing transformers (~1 s)
         return None, f"no tokenizer files ({', '.join(TOKENIZER_FILES)}) in {directory}"
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()

@@ -3,6 +3,7 @@ coefficients and pair-doctor facts, on every tiny family and on hub-style config
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from frankmerge.checkpoints.reader import Checkpoint
 from frankmerge.doctor.fields import decoder_facts
-from frankmerge.layouts import detect
+from frankmerge.layouts import class_defaults, detect
 from frankmerge.layouts.detect import detect_layout, family_for, read_config
 from frankmerge.merge import merge
 from frankmerge.recipe import MergeRecipe, Prior
@@ -33,6 +34,8 @@ def _assert_same(directory: Path, role: str, monkeypatch: pytest.MonkeyPatch) ->
     """Both routes agree; returns whether the plain route avoided transformers."""
     plain, through = _both_routes(directory, role, monkeypatch)
     avoided = plain.text_config is None
+    if avoided:  # and the doctor's facts come from the stored class defaults, not transformers
+        assert plain.section is not None and class_defaults.filled_text(plain.section) is not None, directory
     for name in ("model_type", "text_model_type", "num_layers", "vocab_size", "tie_word_embeddings"):
         assert getattr(plain, name) == getattr(through, name), (directory, name)
     names = Checkpoint(directory).names()
@@ -80,3 +83,92 @@ def test_routes_give_the_same_merge(tiny_triple, tmp_path: Path, monkeypatch: py
     assert plain.coefficients == through.coefficients
     assert plain.stats == through.stats
     assert plain.report["compatibility"] == through.report["compatibility"]
+
+
+# The stored class defaults (layouts/class_defaults.py) against transformers' classes.
+
+SMALL = {"num_hidden_layers": 6, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 512}
+ROPE_VARIANTS: tuple[dict[str, Any], ...] = (
+    {"rope_theta": 500000.0},
+    {"rope_scaling": {"type": "linear", "factor": 2.0}},
+    {"rope_theta": 1e6, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}},
+    {"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096}},
+    {"rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}},
+    {"rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3]}},
+    {"rope_parameters": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6}},
+)
+WINDOW_VARIANTS: tuple[dict[str, Any], ...] = (
+    {"use_sliding_window": True, "sliding_window": 32, "max_window_layers": 4},
+    {"use_sliding_window": True, "sliding_window": 32, "layer_types": ["full_attention", "sliding_attention"] * 3},
+    {"sliding_window": None},
+    {"sliding_window": 32, "sliding_window_pattern": 3},
+    {"hidden_act": "gelu"},
+    {"num_key_value_heads": None, "head_dim": None},
+)
+
+
+def _transformers_text(section: dict[str, Any]) -> dict[str, Any] | None:
+    """transformers' reading of one text section (its class, defaults filled), None if it rejects it."""
+    from transformers import CONFIG_MAPPING
+
+    try:  # a deep copy: the classes rewrite nested RoPE dicts in place
+        return CONFIG_MAPPING[section["model_type"]](**copy.deepcopy(section)).to_dict()
+    except Exception:  # a config its class rejects is not one the table must read
+        return None
+
+
+def _sections(model_type: str) -> list[dict[str, Any]]:
+    """Configs of one family as the hub and transformers 5 write them, each doctor key left out in
+    turn, and the RoPE and window spellings the classes rewrite."""
+    from transformers import CONFIG_MAPPING
+
+    small = {"model_type": model_type, **SMALL}
+    full = {k: v for k, v in CONFIG_MAPPING[model_type](**small).to_dict().items() if not k.startswith("_")}
+    found = [small, full]
+    found += [{k: v for k, v in full.items() if k != key} for key in (*class_defaults.KEYS, "rope_parameters", "layer_types")]
+    found += [{**small, **variant} for variant in (*ROPE_VARIANTS, *WINDOW_VARIANTS)]
+    return found
+
+
+def test_stored_class_defaults_are_transformers_own() -> None:
+    """Every value in the table is the class default of the installed transformers, and every key
+    the doctor reads that a class defaults is in the table."""
+    import dataclasses
+
+    from transformers import CONFIG_MAPPING
+
+    for model_type, stored in class_defaults.TABLE.items():
+        cls = CONFIG_MAPPING[model_type]
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name in class_defaults.KEYS}
+        assert stored.fields == defaults, model_type
+        theta = cls.default_theta
+        assert (stored.theta, stored.local_theta) == (
+            (theta["global"], theta["local"]) if isinstance(theta, dict) else (theta, None)
+        )
+        assert cls.default_rope_type == "default", model_type
+    assert not class_defaults.AS_WRITTEN & set(CONFIG_MAPPING)  # transformers has no class for these
+
+
+@pytest.mark.parametrize("model_type", sorted(class_defaults.TABLE))
+def test_stored_defaults_give_transformers_facts(model_type: str) -> None:
+    """The doctor's facts of a config read with the table equal those of transformers' reading,
+    on full, sparse and legacy-spelled configs of every family in the table."""
+    compared = 0
+    for section in _sections(model_type):
+        through = _transformers_text(section)
+        if through is None:
+            continue
+        filled = class_defaults.filled_text(section)
+        if filled is None:  # only Gemma3 with one flat RoPE setting is left to transformers (it ignores it)
+            assert model_type == "gemma3_text" and "rope_type" in section.get("rope_parameters", {}), section
+            continue
+        assert decoder_facts(filled) == decoder_facts(through), section
+        compared += 1
+    assert compared >= len(class_defaults.KEYS)
+
+
+def test_unknown_family_falls_back_to_transformers(tiny_triple) -> None:
+    assert class_defaults.filled_text({"model_type": "phi3", **SMALL}) is None
+    assert class_defaults.filled_text({"model_type": "gemma3_text", "use_bidirectional_attention": True}) is None
+    config = read_config(tiny_triple("qwen2_vl").vlm, "vlm")
+    assert config.section is not None and class_defaults.filled_text(config.section) is not None

@@ -423,3 +423,36 @@ def test_sparse_remote_code_llm_config_gets_its_class_defaults(tmp_path: Path) -
     }
     differing = {v.field.name for v in compare_configs(configs) if not v.same}
     assert differing <= {"tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id"}
+
+
+def test_the_stored_class_defaults_change_no_verdict(tiny_triple: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The doctor's table is the same whether the class defaults come from the stored table (no
+    transformers) or from transformers' classes: on every tiny family, with each mismatch, on the
+    hub's legacy spellings and on a sparse remote-code llm_config."""
+    from frankmerge.layouts import class_defaults
+    from frankmerge.testbed.tiny import FAMILIES
+
+    cases: list[dict[str, Path]] = [
+        {role: getattr(tiny_triple(family), role) for role in ("vlm", "reasoner", "base")} for family in FAMILIES
+    ]
+    for key, value, _field, _severity in MISMATCHES:
+        paths = _copy_triple(tiny_triple("llava"), tmp_path / key)
+        _edit_config(paths["reasoner"], **{key: value})
+        cases.append(paths)
+    cases.append(_legacy_hub_triple(tiny_triple, tmp_path / "legacy"))
+    hub = tmp_path / "hub"
+    cases.append({role: _config_dir(hub, role, cfg) for role, cfg in (("reasoner", R1_DISTILL_QWEN_7B), ("base", QWEN25_7B))})
+    sparse = {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "num_hidden_layers": 28, "hidden_size": 3584}
+    chat = {"model_type": "internvl_chat", "architectures": ["InternVLChatModel"], "llm_config": sparse}
+    cases.append({"vlm": _config_dir(tmp_path / "chat", "vlm", chat), "reasoner": hub / "reasoner"})
+
+    def tables() -> list[list[dict[str, Any]]]:
+        found = []
+        for paths in cases:
+            configs = {role: read_config(path, role) for role, path in paths.items()}
+            found.append([v.to_dict() for v in compare_configs(configs)])
+        return found
+
+    with_table = tables()
+    monkeypatch.setattr(class_defaults, "filled_text", lambda section: None)
+    assert tables() == with_table

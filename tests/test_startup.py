@@ -35,6 +35,30 @@ def test_package_names_load_on_first_use() -> None:
     assert out.stdout.split() == ["merge", "MergeRecipe"]
 
 
+def test_merge_path_imports_neither_transformers_nor_scipy_linalg(tiny_triple, tmp_path: Path) -> None:
+    """A merge whose inputs have no tokenizers (the speed benchmark's) reads configs, runs the pair
+    doctor and the kernels without transformers (~1 s to import) or scipy.linalg (numba's BLAS probe)."""
+    triple = tiny_triple("qwen2_vl")
+    roles = {}
+    for role in ("vlm", "reasoner", "base"):
+        roles[role] = tmp_path / role
+        roles[role].mkdir()
+        for item in getattr(triple, role).iterdir():
+            if not item.name.startswith(("tokenizer", "chat_template", "vocab", "merges", "special_tokens")):
+                (roles[role] / item.name).symlink_to(item)
+    code = (
+        "import sys\n"
+        "from frankmerge.merge import merge\n"
+        "from frankmerge.recipe import MergeRecipe, Prior\n"
+        f"recipe = MergeRecipe(**{ {r: str(p) for r, p in roles.items()}!r}, prior=Prior(kind='none'))\n"
+        f"result = merge(recipe, {str(tmp_path / 'out')!r}, progress=False)\n"
+        "assert result.report['compatibility']['fields'], 'the doctor compared the configs'\n"
+        "print(sorted(m for m in ('transformers', 'scipy.linalg') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_benchmark_refuses_a_shape_the_disk_cannot_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:

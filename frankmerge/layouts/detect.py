@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from frankmerge.errors import CorruptCheckpointError, LayoutError, one_line
+from frankmerge.layouts import class_defaults
 from frankmerge.layouts.families import BY_MODEL_TYPE, BY_NAME, DECODER_ALIASES, EMBED_NAMES, REFUSED, Family
 from frankmerge.layouts.remote_configs import remote_text_facts
 
@@ -32,19 +33,26 @@ class ModelConfig:
     vocab_size: int | None
     tie_word_embeddings: bool | None  # top-level value as the model class resolves it
     raw: dict[str, object] = field(repr=False)
-    # The text decoder's config with the class defaults filled in (transformers' own reading), or the
-    # raw section for remote-code families; what the pair doctor compares. None until asked for:
-    # then read through transformers from ``directory`` (see ``text``).
+    # The text decoder's config with the class defaults filled in (transformers' own reading); what
+    # the pair doctor compares. None until asked for (see ``text``).
     text_config: dict[str, object] | None = field(default=None, repr=False, compare=False)
     directory: Path | None = field(default=None, repr=False, compare=False)
+    # The text decoder's section of config.json as written, when read without transformers.
+    section: dict[str, object] | None = field(default=None, repr=False, compare=False)
+    remote: bool = field(default=False, repr=False, compare=False)  # a remote-code family's LLM section
 
     @property
     def text(self) -> dict[str, object]:
-        """The text decoder's config with the class defaults filled in (imports transformers on first use)."""
+        """The text decoder's config with the class defaults filled in: from the stored table of
+        class defaults where it knows the family, else through transformers (imported on first use)."""
         if self.text_config is None:
-            assert self.directory is not None, "a ModelConfig without its text config needs its directory"
-            config = _auto_config(self.directory, self.raw, "model")
-            object.__setattr__(self, "text_config", config.get_text_config().to_dict())
+            filled = None if self.section is None else class_defaults.filled_text(self.section)
+            if filled is None and self.remote:
+                filled = _with_defaults(self.section or {})
+            if filled is None:
+                assert self.directory is not None, "a ModelConfig without its text config needs its directory"
+                filled = _auto_config(self.directory, self.raw, "model").get_text_config().to_dict()
+            object.__setattr__(self, "text_config", filled)
         return self.text_config  # type: ignore[return-value]
 
 
@@ -82,26 +90,16 @@ def read_config(directory: Path, role: str) -> ModelConfig:
     remote = remote_text_facts(directory, raw, role)
     if remote is not None:
         section = raw.get("llm_config") if isinstance(raw.get("llm_config"), dict) else raw
-        return ModelConfig(
-            model_type, remote["decoder"], remote["num_layers"], remote["vocab_size"], remote["tie"], raw, _with_defaults(section)
-        )
+        facts = (remote["decoder"], remote["num_layers"], remote["vocab_size"], remote["tie"])
+        return ModelConfig(model_type, *facts, raw=raw, section=dict(section), remote=True)  # type: ignore[arg-type]
     family = BY_MODEL_TYPE.get(model_type)
     if family is not None and family.weights_subdir:  # NVILA: facts from the LLM's own config
-        inner = read_config(directory / family.weights_subdir, role)
-        return ModelConfig(
-            model_type,
-            inner.text_model_type,
-            inner.num_layers,
-            inner.vocab_size,
-            inner.tie_word_embeddings,
-            raw,
-            inner.text_config,
-            inner.directory,
-        )
+        return replace(read_config(directory / family.weights_subdir, role), model_type=model_type, raw=raw)
     if family is not None:
         stated = _stated_facts(raw, family)
         if stated is not None:  # no transformers: ~1 s of imports and AutoConfig's registry scan
-            return ModelConfig(model_type, *stated, raw=raw, directory=directory)
+            section = raw.get("text_config") if family.kind == "vlm" else raw
+            return ModelConfig(model_type, *stated, raw=raw, directory=directory, section=section)  # type: ignore[arg-type]
     config = _auto_config(directory, raw, role)
     text = config.get_text_config()
     tie = getattr(config, "tie_word_embeddings", None)
@@ -119,7 +117,7 @@ def read_config(directory: Path, role: str) -> ModelConfig:
 
 def _with_defaults(section: dict[str, object]) -> dict[str, object]:
     """A remote-code checkpoint's LLM config with its transformers class defaults filled in, when
-    transformers knows its model_type (InternVL chat's Qwen2 or Llama); as written otherwise."""
+    transformers knows its model_type; as written otherwise. The fallback of the stored table."""
     from transformers import CONFIG_MAPPING
 
     model_type = str(section.get("model_type", ""))
