@@ -9,7 +9,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from frankmerge import MergeRecipe, Prior, merge, workers
+from frankmerge.analysis import analyze_task_vectors
 from frankmerge.checkpoints.reader import Checkpoint
+from frankmerge.drift.prior import PriorOptions, build_prior
 from frankmerge.streaming import Source, Workspace, task_vector_sums
 
 THREAD_COUNTS = (1, 2, 3)
@@ -73,6 +75,34 @@ def test_merge_is_bit_identical_for_any_thread_count(tiny_triple, tmp_path: Path
     for tensors, other_stats, other_coefficients in outputs[1:]:
         assert other_stats == stats  # the sums, exactly
         assert other_coefficients == coefficients
+        assert tensors.keys() == reference.keys()
+        for name, values in reference.items():
+            assert torch.equal(tensors[name].view(torch.uint8), values.view(torch.uint8)), name
+
+
+def test_analysis_is_bit_identical_for_any_thread_count(tiny_triple, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(workers, "PIECE", 64)  # tiny tensors: several pieces each
+    triple = tiny_triple("qwen2_5_vl", layout="v5", sharded=True, dtype="bfloat16")
+    rows = []
+    for threads in THREAD_COUNTS:
+        result = analyze_task_vectors(str(triple.vlm), str(triple.reasoner), str(triple.base), chunk=256, threads=threads)
+        rows.append(result.rows)
+    assert any(r.sign_conflict > 0 for r in rows[0])  # real task vectors, not zeros
+    assert rows[0] == rows[1] == rows[2]  # every float exactly
+
+
+def test_drift_prior_is_bit_identical_for_any_thread_count(tiny_triple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(workers, "PIECE", 64)
+    triple = tiny_triple("qwen2_5_vl", layout="v5", sharded=True, dtype="bfloat16")
+    priors = []
+    for threads in THREAD_COUNTS:
+        options = PriorOptions(chunk=256, threads=threads)
+        prior = build_prior(triple.vlm, triple.reasoner, tmp_path / f"prior-{threads}.safetensors", options)
+        priors.append((load_file(prior.path), {k: (e.norm, e.vlm_norm) for k, e in prior.meta.entries.items()}))
+    reference, norms = priors[0]
+    assert any(bool(t.abs().sum() > 0) for t in reference.values())
+    for tensors, other_norms in priors[1:]:
+        assert other_norms == norms  # ‖Δ‖ and ‖θ_V‖ per tensor, exactly
         assert tensors.keys() == reference.keys()
         for name, values in reference.items():
             assert torch.equal(tensors[name].view(torch.uint8), values.view(torch.uint8)), name
