@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
 from frankmerge import MergeRecipe, Prior, merge, workers
 from frankmerge.analysis import analyze_task_vectors
 from frankmerge.checkpoints.reader import Checkpoint
+from frankmerge.cli import main
 from frankmerge.drift.prior import PriorOptions, build_prior
 from frankmerge.streaming import Source, Workspace, task_vector_sums
 
@@ -106,3 +108,25 @@ def test_drift_prior_is_bit_identical_for_any_thread_count(tiny_triple, tmp_path
         assert tensors.keys() == reference.keys()
         for name, values in reference.items():
             assert torch.equal(tensors[name].view(torch.uint8), values.view(torch.uint8)), name
+
+
+def test_analyze_and_drift_prior_pass_threads_to_the_workers(tiny_triple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    triple = tiny_triple("qwen2_vl")
+    seen: list[int] = []
+    real = workers.using
+
+    def using(threads: int):  # noqa: ANN202 - the context manager workers.using returns
+        seen.append(threads)
+        return real(threads)
+
+    monkeypatch.setattr(workers, "using", using)
+    roles = ["--vlm", str(triple.vlm), "--reasoner", str(triple.reasoner)]
+    analysis = CliRunner().invoke(
+        main, ["analyze", *roles, "--base", str(triple.base), "--out", str(tmp_path / "a"), "-q", "--threads", "3"]
+    )
+    assert analysis.exit_code == 0, analysis.output
+    prior = CliRunner().invoke(main, ["drift-prior", *roles, "--out", str(tmp_path / "p.safetensors"), "--threads", "2"])
+    assert prior.exit_code == 0, prior.output
+    assert seen == [3, 2]
+    default = CliRunner().invoke(main, ["drift-prior", *roles, "--out", str(tmp_path / "q.safetensors")])
+    assert default.exit_code == 0 and seen[-1] == workers.available_cores()
