@@ -16,8 +16,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from frankmerge import MergeRecipe, Prior
 from frankmerge.checkpoints.reader import COPY_BELOW, Checkpoint
+from frankmerge.doctor import check_pair
 from frankmerge.errors import CorruptCheckpointError
+from frankmerge.inputs import open_inputs
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="needs Linux /proc/self/smaps")
 
@@ -90,3 +93,18 @@ def test_small_reads_are_copies_and_truncation_is_named(matrix: Path):
     with pytest.raises(CorruptCheckpointError, match=r"model\.safetensors: tensor 'w' ends past the end of the file"):
         checkpoint.read_chunk("w", ROWS * WIDTH - 8, 8)
     checkpoint.close()
+
+
+def test_the_pair_check_leaves_no_input_pages_mapped(tiny_triple):
+    """The merge's first step reads rows of every role (lineage); none of them may stay mapped."""
+    triple = tiny_triple("qwen2_vl", dtype="bfloat16")
+    recipe = MergeRecipe(vlm=str(triple.vlm), reasoner=str(triple.reasoner), base=str(triple.base), prior=Prior(kind="none"))
+    inputs = open_inputs(recipe)
+    try:
+        pair = check_pair(inputs)
+        assert pair.lineage is not None and pair.lineage.to_base["vlm"].per_block  # rows were read
+        files = [file for item in inputs.values() for file in item.checkpoint.files]
+        assert files and sum(mapped_resident_bytes(file) for file in files) == 0
+    finally:
+        for item in inputs.values():
+            item.checkpoint.close()
