@@ -118,6 +118,11 @@ def profile(
 @click.option("--allow-pickle", is_flag=True, help="Load pickled .bin weights (weights_only=True).")
 @click.option("--allow-family-mismatch", is_flag=True, help="Compare decoders of different families.")
 @click.option("--download", "allow_download", is_flag=True, help="Download hub ids missing from the cache.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Threads that compute [every core this process may run on]; the statistics are the same for any count.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or table (warnings are still printed).")
 def analyze(
     vlm: str,
@@ -130,6 +135,7 @@ def analyze(
     allow_pickle: bool,
     allow_family_mismatch: bool,
     allow_download: bool,
+    threads: int | None,
     quiet: bool,
 ) -> None:
     """Task-vector statistics per block and module type, and warnings where FRANK's assumptions fail.
@@ -159,6 +165,7 @@ def analyze(
         allow_family_mismatch=allow_family_mismatch,
         progress=not quiet,
         reasoner_base=reasoner_base,
+        threads=threads,
     )
     written = write_analysis(result, out)
     if not quiet:

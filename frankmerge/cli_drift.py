@@ -13,6 +13,7 @@ import click
 
 _MODULES_HELP = "Module groups to cover, comma-separated, from attn,mlp,norm,embed,head [attn,mlp, as the paper]."
 _DTYPES = click.Choice(["bfloat16", "float16", "float32"])
+_THREADS_HELP = "Threads that compute [every core this process may run on]; the prior is the same for any count."
 
 
 @click.command("drift-prior")
@@ -27,6 +28,7 @@ _DTYPES = click.Choice(["bfloat16", "float16", "float32"])
 @click.option("--allow-nonfinite", is_flag=True, help="Do not stop on NaN/Inf in Δ.")
 @click.option("--download", "allow_download", is_flag=True, help="Download hub ids missing from the cache.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing prior file.")
+@click.option("--threads", type=click.IntRange(min=1), help=_THREADS_HELP)
 def drift_prior(vlm: str, reasoner: str, out: Path, modules: str, dtype: str, **flags: Any) -> None:
     """Compute the DRIFT prior Δ = θ_reasoner − θ_vlm over the VLM's language decoder into OUT.
 

@@ -6,10 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
 from frankmerge import MergeRecipe, Prior, merge, workers
+from frankmerge.analysis import analyze_task_vectors
 from frankmerge.checkpoints.reader import Checkpoint
+from frankmerge.cli import main
+from frankmerge.drift.prior import PriorOptions, build_prior
 from frankmerge.streaming import Source, Workspace, task_vector_sums
 
 THREAD_COUNTS = (1, 2, 3)
@@ -76,3 +80,53 @@ def test_merge_is_bit_identical_for_any_thread_count(tiny_triple, tmp_path: Path
         assert tensors.keys() == reference.keys()
         for name, values in reference.items():
             assert torch.equal(tensors[name].view(torch.uint8), values.view(torch.uint8)), name
+
+
+def test_analysis_is_bit_identical_for_any_thread_count(tiny_triple, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(workers, "PIECE", 64)  # tiny tensors: several pieces each
+    triple = tiny_triple("qwen2_5_vl", layout="v5", sharded=True, dtype="bfloat16")
+    rows = []
+    for threads in THREAD_COUNTS:
+        result = analyze_task_vectors(str(triple.vlm), str(triple.reasoner), str(triple.base), chunk=256, threads=threads)
+        rows.append(result.rows)
+    assert any(r.sign_conflict > 0 for r in rows[0])  # real task vectors, not zeros
+    assert rows[0] == rows[1] == rows[2]  # every float exactly
+
+
+def test_drift_prior_is_bit_identical_for_any_thread_count(tiny_triple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(workers, "PIECE", 64)
+    triple = tiny_triple("qwen2_5_vl", layout="v5", sharded=True, dtype="bfloat16")
+    priors = []
+    for threads in THREAD_COUNTS:
+        options = PriorOptions(chunk=256, threads=threads)
+        prior = build_prior(triple.vlm, triple.reasoner, tmp_path / f"prior-{threads}.safetensors", options)
+        priors.append((load_file(prior.path), {k: (e.norm, e.vlm_norm) for k, e in prior.meta.entries.items()}))
+    reference, norms = priors[0]
+    assert any(bool(t.abs().sum() > 0) for t in reference.values())
+    for tensors, other_norms in priors[1:]:
+        assert other_norms == norms  # ‖Δ‖ and ‖θ_V‖ per tensor, exactly
+        assert tensors.keys() == reference.keys()
+        for name, values in reference.items():
+            assert torch.equal(tensors[name].view(torch.uint8), values.view(torch.uint8)), name
+
+
+def test_analyze_and_drift_prior_pass_threads_to_the_workers(tiny_triple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    triple = tiny_triple("qwen2_vl")
+    seen: list[int] = []
+    real = workers.using
+
+    def using(threads: int):  # noqa: ANN202 - the context manager workers.using returns
+        seen.append(threads)
+        return real(threads)
+
+    monkeypatch.setattr(workers, "using", using)
+    roles = ["--vlm", str(triple.vlm), "--reasoner", str(triple.reasoner)]
+    analysis = CliRunner().invoke(
+        main, ["analyze", *roles, "--base", str(triple.base), "--out", str(tmp_path / "a"), "-q", "--threads", "3"]
+    )
+    assert analysis.exit_code == 0, analysis.output
+    prior = CliRunner().invoke(main, ["drift-prior", *roles, "--out", str(tmp_path / "p.safetensors"), "--threads", "2"])
+    assert prior.exit_code == 0, prior.output
+    assert seen == [3, 2]
+    default = CliRunner().invoke(main, ["drift-prior", *roles, "--out", str(tmp_path / "q.safetensors")])
+    assert default.exit_code == 0 and seen[-1] == workers.available_cores()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from frankmerge import kernels
+from frankmerge import kernels, workers
 from frankmerge.doctor import check_pair
 from frankmerge.errors import NonFiniteError, RecipeError
 from frankmerge.inputs import RoleInput, open_inputs
@@ -145,8 +145,12 @@ def analyze_task_vectors(
     chunk: int = DEFAULT_CHUNK,
     progress: bool = False,
     reasoner_base: str | None = None,
+    threads: int | None = None,
 ) -> TaskVectorAnalysis:
     """Stream the three decoders block by block; ``alpha`` is the Eq. 16 decay used for the λ_V column.
+
+    ``threads`` caps the threads that compute (default: every core the process may run on); the
+    statistics are the same bit for bit for any value, as the merge's (``frankmerge.workers``).
 
     ``profile_layers`` (the layer count of the profile ``alpha`` came from) must match the VLM.
     With ``reasoner_base``, τ_R = θ_R − θ_0R, and θ_R in the statistics stands for θ_0 + τ_R.
@@ -173,7 +177,8 @@ def analyze_task_vectors(
                 "profile this VLM with `frankmerge profile`"
             )
         pair = check_pair(inputs)
-        rows = _stream(inputs, chunk, progress)
+        with workers.using(workers.available_cores() if threads is None else threads):
+            rows = _stream(inputs, chunk, progress)
     finally:
         for item in inputs.values():
             item.checkpoint.close()
@@ -238,12 +243,14 @@ def tensor_sums(ws: Workspace, scratch: torch.Tensor, sources: tuple[Source, Sou
     for start in range(0, numel, ws.chunk):
         count = min(ws.chunk, numel - start)
         if use_kernels:
-            chunk = read_arrays(sources, start, count)
-            theta_vv, theta_rr, theta_vr, theta_00, diff_sq, tau_vv, tau_rr, tau_vr, conflicts = kernels.analysis_sums(*chunk)
+            arrays = read_arrays(sources, start, count)
+            parts = workers.current().map(lambda lo, hi, a=arrays: kernels.analysis_sums(*(x[lo:hi] for x in a)), count)
             release(sources, start, count)
-            sums.add(
-                Sums(0, tau_vv, tau_rr, tau_vr, theta_00, theta_vv, theta_rr, theta_vr, diff_sq, int(conflicts))
-            )  # fmt: skip
+            for theta_vv, theta_rr, theta_vr, theta_00, diff_sq, tau_vv, tau_rr, tau_vr, conflicts in parts:
+                # Added piece by piece in order: the same sums for any thread count.
+                sums.add(
+                    Sums(0, tau_vv, tau_rr, tau_vr, theta_00, theta_vv, theta_rr, theta_vr, diff_sq, int(conflicts))
+                )  # fmt: skip
             continue
         theta_v = ws.read_f32(vlm, start, count)
         theta_r = ws.read_f32(reasoner, start, count)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from frankmerge import __version__, kernels
+from frankmerge import __version__, kernels, workers
 from frankmerge.checkpoints.dtypes import OUTPUT_DTYPES, dtype_name
 from frankmerge.checkpoints.reader import Checkpoint
 from frankmerge.doctor import check_pair
@@ -48,6 +48,7 @@ class PriorOptions:
     allow_nonfinite: bool = False
     overwrite: bool = False
     chunk: int = CHUNK
+    threads: int | None = None  # threads that compute [every core the process may run on]; same bits for any value
 
 
 def prior_dtype(name: str) -> torch.dtype:
@@ -75,7 +76,8 @@ def build_prior(vlm: str | Path, reasoner: str | Path, out: str | Path, options:
         for line in check_pair(roles, lineage=False).function_warnings():
             log.warning("pair check: %s", line)
         other_meaning = _rows_of_other_meaning(roles["vlm"], roles["reasoner"], plan)
-        meta = _stream(roles["vlm"], roles["reasoner"], plan, modules, out, options, other_meaning)
+        with workers.using(workers.available_cores() if options.threads is None else options.threads):
+            meta = _stream(roles["vlm"], roles["reasoner"], plan, modules, out, options, other_meaning)
     finally:
         for item in roles.values():
             item.checkpoint.close()
@@ -272,24 +274,33 @@ def _write_delta(
     return norm_sq, vlm_sq, rows
 
 
+DELTA = (1.0, -1.0, 0.0)  # merge_into's (λ_V, λ_R, λ_0) on (θ_R, θ_V, θ_V): θ_R − θ_V, rounded once
+
+
 def _fused_delta(
     vlm: Checkpoint, reasoner: Checkpoint, item: _Planned, writer: PriorWriter, buf: _Buffers, options: PriorOptions
 ) -> tuple[float, float]:
     """Δ of a tensor both models hold whole, by the fused kernels: one pass for ‖Δ‖² and ‖θ_V‖²
-    (Δ in float32, sums in float64), one for Δ rounded into the prior's dtype."""
+    (Δ in float32, sums in float64), one for Δ rounded into the prior's dtype. Both run on the
+    workers (``frankmerge.workers``), piece by piece, with the pieces' sums added in order: the
+    prior is the same bit for bit for any thread count."""
     numel = math.prod(item.shape)
     out = buf.out(options.dtype)
+    pool = workers.current()
     norm_sq = vlm_sq = 0.0
     for start in range(0, numel, buf.chunk):
         count = min(buf.chunk, numel - start)
         r = kernels.as_array(reasoner.read_chunk(item.reasoner_name, start, count))
         v = kernels.as_array(vlm.read_chunk(item.vlm_name, start, count))
-        delta_sq, _, _, v_sq = kernels.task_vector_sums(r, r, v)  # τ = θ_R − θ_V; θ_0 = θ_V
-        if not (math.isfinite(delta_sq) and math.isfinite(v_sq)):
-            raise _nonfinite_delta(item)
-        norm_sq, vlm_sq = norm_sq + delta_sq, vlm_sq + v_sq
+        # τ = θ_R − θ_V with θ_0 = θ_V: the sums give ‖Δ‖² and ‖θ_V‖²
+        sums = pool.map(lambda lo, hi, r=r, v=v: kernels.task_vector_sums(r[lo:hi], r[lo:hi], v[lo:hi]), count)
+        for delta_sq, _, _, v_sq in sums:
+            if not (math.isfinite(delta_sq) and math.isfinite(v_sq)):
+                raise _nonfinite_delta(item)
+            norm_sq, vlm_sq = norm_sq + delta_sq, vlm_sq + v_sq
         chunk = out[:count]
-        kernels.merge_into(kernels.as_array(chunk), r, v, v, 1.0, -1.0, 0.0)  # θ_R − θ_V, rounded once
+        target = kernels.as_array(chunk)
+        pool.map(lambda lo, hi, t=target, r=r, v=v: kernels.merge_into(t[lo:hi], r[lo:hi], v[lo:hi], v[lo:hi], *DELTA), count)
         reasoner.release(item.reasoner_name, start, count)
         vlm.release(item.vlm_name, start, count)
         writer.write(item.canonical, chunk)

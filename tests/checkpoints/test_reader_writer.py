@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from frankmerge.checkpoints.reader import Checkpoint
+from frankmerge.checkpoints.reader import COPY_BELOW, Checkpoint
 from frankmerge.checkpoints.writer import PlannedTensor, ShardedWriter, parse_size
 from frankmerge.errors import CorruptCheckpointError, UnsafeCheckpointError
 
@@ -90,14 +90,15 @@ def test_reads_survive_a_kernel_without_madv_populate(tmp_path: Path, monkeypatc
     """Prefaulting is an optimisation: where madvise rejects it, reads fault pages in as before."""
     import frankmerge.checkpoints.reader as reader
 
-    tensor = torch.randn(5000, dtype=torch.float32)  # several pages
+    mapped = COPY_BELOW // 4 + 1000  # float32 elements: a read this long is a view of the mapping
+    tensor = torch.randn(2 * mapped, dtype=torch.float32)
     save_file({"w": tensor}, tmp_path / "model.safetensors")
     monkeypatch.setattr(reader, "_MADV_POPULATE_READ", 0x7FFF)  # no such advice: EINVAL
     monkeypatch.setattr(reader, "_populate_works", True)
     with Checkpoint(tmp_path) as checkpoint:
-        assert torch.equal(checkpoint.read_chunk("w", 0, 5000), tensor)
+        assert torch.equal(checkpoint.read_chunk("w", 0, 2 * mapped), tensor)
         assert reader._populate_works is False  # tried once, then no more syscalls
-        assert torch.equal(checkpoint.read_chunk("w", 1000, 3000), tensor[1000:4000])
+        assert torch.equal(checkpoint.read_chunk("w", 1000, mapped), tensor[1000 : 1000 + mapped])
 
 
 def test_truncated_file_is_reported(tmp_path: Path):
@@ -173,14 +174,14 @@ def test_reader_handles_tensors_at_unaligned_offsets(tmp_path: Path):
 
 
 def test_chunks_are_writable_views_that_never_change_the_file(tmp_path: Path):
-    tensors = _tensors()
+    tensors = {**_tensors(), "big": torch.randn(COPY_BELOW // 2, dtype=torch.bfloat16)}
     save_file(tensors, tmp_path / "model.safetensors")
     before = (tmp_path / "model.safetensors").read_bytes()
-    name = next(n for n, t in tensors.items() if t.is_floating_point() and t.numel() > 1)
+    name, count = "big", COPY_BELOW // 2  # bfloat16: COPY_BELOW bytes, a view (smaller reads are copies)
     with Checkpoint(tmp_path) as checkpoint:
-        chunk = checkpoint.read_chunk(name, 0, 2)
+        chunk = checkpoint.read_chunk(name, 0, count)
         chunk.fill_(7)  # copy-on-write: this process sees it, the file does not
-        assert bool((checkpoint.read_chunk(name, 0, 2) == 7).all())
+        assert bool((checkpoint.read_chunk(name, 0, count) == 7).all())
     assert (tmp_path / "model.safetensors").read_bytes() == before
     with Checkpoint(tmp_path) as checkpoint:
         assert torch.equal(checkpoint.load(name), tensors[name])
