@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from frankmerge.doctor import check_pair, compare_configs
 from frankmerge.doctor.check import check_models
 from frankmerge.doctor.fields import COSMETIC, EDGES, FUNCTION, decoder_facts
-from frankmerge.doctor.lineage import sampled_blocks
+from frankmerge.doctor.lineage import measure_lineage, sampled_blocks, sampled_rows
 from frankmerge.doctor.templates import read_template_facts
 from frankmerge.errors import RecipeError
 from frankmerge.inputs import open_inputs
@@ -456,3 +456,43 @@ def test_the_stored_class_defaults_change_no_verdict(tiny_triple: Any, tmp_path:
     with_table = tables()
     monkeypatch.setattr(class_defaults, "filled_text", lambda section: None)
     assert tables() == with_table
+
+
+def test_lineage_reads_each_roles_rows_once_and_measures_every_pair(tiny_triple: Any, tmp_path: Path) -> None:
+    """The VLM is compared with --base and with the reasoner, --base with both: one read per role and
+    row, and each pair's distance is ‖θ_a − θ_ref‖/‖θ_ref‖ on the sampled rows, computed here directly."""
+    paths = _copy_triple(tiny_triple("llava"), tmp_path)
+    inputs = open_inputs(_recipe(paths))
+    reads: dict[tuple[str, str, int], int] = {}
+    for item in inputs.values():
+        original = item.checkpoint.read_chunk
+
+        def counted(name: str, start: int, count: int, _role: str = item.role, _read: Any = original) -> torch.Tensor:
+            reads[(_role, name, start)] = reads.get((_role, name, start), 0) + 1
+            return _read(name, start, count)
+
+        item.checkpoint.read_chunk = counted  # type: ignore[method-assign]
+    try:
+        lineage = measure_lineage(inputs)
+        assert reads and max(reads.values()) == 1
+        assert {role for role, _, _ in reads} == {"vlm", "reasoner", "base"}
+        for item in inputs.values():
+            item.checkpoint.read_chunk = type(item.checkpoint).read_chunk.__get__(item.checkpoint)  # type: ignore[method-assign]
+        blocks = sampled_blocks(inputs["base"].layout.num_blocks)
+        for distances, (a, ref) in (
+            (lineage.to_base["vlm"], ("vlm", "base")),
+            (lineage.to_base["reasoner"], ("reasoner", "base")),
+            (lineage.between, ("vlm", "reasoner")),
+        ):
+            for index in blocks:
+                block_a, block_r = inputs[a].layout.blocks[index], inputs[ref].layout.blocks[index]
+                diff = norm = 0.0
+                for suffix in sorted(set(block_a) & set(block_r)):
+                    values_a = sampled_rows(inputs[a], block_a[suffix])
+                    values_r = sampled_rows(inputs[ref], block_r[suffix])
+                    diff += float(torch.sum((values_a - values_r) ** 2))
+                    norm += float(torch.sum(values_r**2))
+                assert distances.per_block[index] == pytest.approx((diff / norm) ** 0.5, rel=1e-12)
+    finally:
+        for item in inputs.values():
+            item.checkpoint.close()

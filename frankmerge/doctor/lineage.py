@@ -55,27 +55,48 @@ def sampled_blocks(num_blocks: int, count: int = SAMPLED_BLOCKS) -> list[int]:
     return sorted({round(i * (num_blocks - 1) / max(1, count - 1)) for i in range(count)})
 
 
-def relative_distance(a: RoleInput, ref: RoleInput, blocks: list[int], label: str) -> Distances:
-    """‖θ_a − θ_ref‖ / ‖θ_ref‖ on the sampled rows of ``blocks``; a shape mismatch is reported, not raised."""
-    result = Distances(a.role, label)
-    if a.layout.num_blocks != ref.layout.num_blocks:
-        result.problem = f"{a.layout.num_blocks} vs {ref.layout.num_blocks} decoder blocks"
-        return result
+def relative_distances(pairs: list[tuple[RoleInput, RoleInput, str]], blocks: list[int]) -> list[Distances]:
+    """‖θ_a − θ_ref‖ / ‖θ_ref‖ on the sampled rows of ``blocks`` for each (a, ref, label) pair; a shape
+    mismatch is reported, not raised.
+
+    One pass over the tensors: each role's rows of a tensor are read once, however many pairs it is
+    in (the VLM is compared with --base and with the reasoner), and only one tensor's rows per role
+    are held at a time.
+    """
+    results = [Distances(a.role, label) for a, _, label in pairs]
+    live = []
+    for result, (a, ref, _) in zip(results, pairs, strict=True):
+        if a.layout.num_blocks != ref.layout.num_blocks:
+            result.problem = f"{a.layout.num_blocks} vs {ref.layout.num_blocks} decoder blocks"
+        else:
+            live.append(result)
+    by_result = {id(result): pair for result, pair in zip(results, pairs, strict=True)}
     for index in blocks:
-        diff_sq = ref_sq = 0.0
-        block_a, block_r = a.layout.blocks[index], ref.layout.blocks[index]
-        for suffix in sorted(set(block_a) & set(block_r)):
-            info_a, info_r = a.checkpoint.info(block_a[suffix]), ref.checkpoint.info(block_r[suffix])
-            if info_a.shape != info_r.shape:
-                result.problem = f"block {index} {suffix}: shape {list(info_a.shape)} vs {list(info_r.shape)}"
-                result.per_block.clear()
-                return result
-            values_a = sampled_rows(a, block_a[suffix])
-            values_r = sampled_rows(ref, block_r[suffix])
-            diff_sq += float(torch.sum((values_a - values_r) ** 2))
-            ref_sq += float(torch.sum(values_r**2))
-        result.per_block[index] = math.sqrt(diff_sq / ref_sq) if ref_sq > 0 else math.inf
-    return result
+        sums = {id(result): [0.0, 0.0] for result in live}
+        suffixes = sorted({k for r in live for k in by_result[id(r)][0].layout.blocks[index]})
+        for suffix in suffixes:
+            rows: dict[int, torch.Tensor] = {}
+            for result in [r for r in live if r.problem is None]:
+                a, ref, _ = by_result[id(result)]
+                block_a, block_r = a.layout.blocks[index], ref.layout.blocks[index]
+                if suffix not in block_a or suffix not in block_r:
+                    continue
+                info_a, info_r = a.checkpoint.info(block_a[suffix]), ref.checkpoint.info(block_r[suffix])
+                if info_a.shape != info_r.shape:
+                    result.problem = f"block {index} {suffix}: shape {list(info_a.shape)} vs {list(info_r.shape)}"
+                    result.per_block.clear()
+                    continue
+                for item, name in ((a, block_a[suffix]), (ref, block_r[suffix])):
+                    if id(item) not in rows:
+                        rows[id(item)] = sampled_rows(item, name)
+                values_a, values_r = rows[id(a)], rows[id(ref)]
+                sums[id(result)][0] += float(torch.sum((values_a - values_r) ** 2))
+                sums[id(result)][1] += float(torch.sum(values_r**2))
+        for result in live:
+            if result.problem is None:
+                diff_sq, ref_sq = sums[id(result)]
+                result.per_block[index] = math.sqrt(diff_sq / ref_sq) if ref_sq > 0 else math.inf
+    return results
 
 
 def sampled_rows(item: RoleInput, name: str, rows: int = SAMPLED_ROWS) -> torch.Tensor:
@@ -117,18 +138,18 @@ def measure_lineage(inputs: dict[str, RoleInput], candidates: dict[str, RoleInpu
     --base), of the two to each other, and of both to each candidate base."""
     base = inputs["base"]
     own = inputs.get("reasoner_base")
-    blocks = sampled_blocks(base.layout.num_blocks)
-    to_base = {
-        "vlm": relative_distance(inputs["vlm"], base, blocks, "base"),
-        "reasoner": relative_distance(inputs["reasoner"], own or base, blocks, "reasoner_base" if own else "base"),
-    }
-    between = relative_distance(inputs["vlm"], inputs["reasoner"], blocks, "reasoner")
-    lineage = Lineage(to_base, between)
+    vlm, reasoner = inputs["vlm"], inputs["reasoner"]
+    pairs = [
+        (vlm, base, "base"),
+        (reasoner, own or base, "reasoner_base" if own else "base"),
+        (vlm, reasoner, "reasoner"),
+    ]
     for label, candidate in (candidates or {}).items():
-        lineage.candidates[label] = {
-            role: relative_distance(inputs[role], candidate, sampled_blocks(candidate.layout.num_blocks), label)
-            for role in ("vlm", "reasoner")
-        }
+        pairs += [(inputs[role], candidate, label) for role in ("vlm", "reasoner")]
+    measured = relative_distances(pairs, sampled_blocks(base.layout.num_blocks))
+    lineage = Lineage({"vlm": measured[0], "reasoner": measured[1]}, measured[2])
+    for i, label in enumerate(candidates or {}):
+        lineage.candidates[label] = {"vlm": measured[3 + 2 * i], "reasoner": measured[4 + 2 * i]}
     lineage.findings = lineage_findings(lineage)
     return lineage
 
