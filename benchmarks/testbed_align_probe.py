@@ -1,0 +1,77 @@
+"""Does a gentler alignment stage converge in every seed? Stage 1 alone, judged by its training loss.
+
+    python benchmarks/testbed_align_probe.py --out align_probe.json
+
+Design and criterion: docs/testbed.md, "Alignment probe". For each case (testbed variant, seed) and
+each stage-1 setting, trains the llava regime's stage 1 (vision tower and projector against the
+frozen cached base, the testbed's own data and seeds) and records its loss curve; nothing is saved
+and no model is evaluated. Runs go to parallel single-threaded workers (one per core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from frankmerge.testbed.trained.build import STAGES, default_cache_dir, stage_paths
+from frankmerge.testbed.trained.config import DEFAULT, Stage, TestbedConfig
+from frankmerge.testbed.trained.parallel import run_all, usable_cores
+
+# The prefix variant of benchmarks/testbed_premise.py.
+SYSTEM_PROMPT: tuple[str, ...] = ("the", "assistant", "describe", "a", "image", "the", "a", "cat")
+CASES: dict[str, TestbedConfig] = {
+    "v2": DEFAULT,
+    "prefix": replace(DEFAULT, name="premise-prefix", system_prompt=SYSTEM_PROMPT),
+}
+DEFAULT_RUNS = (("v2", 1), ("prefix", 1), ("prefix", 2), ("v2", 0))  # three failing, one converging
+assert DEFAULT.vlm_align is not None
+SETTINGS: dict[str, Stage] = {
+    "design (2e-3, warm-up 30)": DEFAULT.vlm_align,
+    "a (1e-3, warm-up 100)": replace(DEFAULT.vlm_align, lr=1e-3, warmup=100),
+    "b (2e-3, warm-up 200)": replace(DEFAULT.vlm_align, warmup=200),
+}
+CONVERGED = 0.1  # stage-1 loss at step 700 below which a run converged (the design's criterion)
+
+
+def train_alignment(case: str, seed: int, setting: str, cache_dir: str) -> dict[str, object]:
+    """Stage 1 of ``case`` at ``seed`` under ``setting``, exactly as the testbed builds it."""
+    from frankmerge.testbed.trained.models import load_model, vlm_from_base
+    from frankmerge.testbed.trained.tasks import stage_sampler
+    from frankmerge.testbed.trained.train import train_stage
+
+    config = CASES[case].with_seed(seed)
+    base = stage_paths(config, Path(cache_dir))["base"]
+    if not (base / "config.json").is_file():
+        raise SystemExit(f"error: no cached base at {base}; build it first with the testbed (frankmerge demo --seed {seed})")
+    stage = SETTINGS[setting]
+    stage_seed = config.seed * 1000 + STAGES.index("vlm_align") + 1  # as build._build_stage seeds it
+    model = vlm_from_base(load_model(base), config.size, stage_seed)
+    sample = stage_sampler("vlm_align", stage.text_mix)
+    log = train_stage("vlm_align", model, stage, sample, stage_seed, system=config.system_prompt)
+    final = log.losses[-1][1]
+    return {"case": case, "seed": seed, "setting": setting, "losses": log.losses, "final": final, "converged": final < CONVERGED}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("align_probe.json"))
+    parser.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=sorted(SETTINGS)[1:])
+    parser.add_argument("--workers", type=int, default=usable_cores())
+    args = parser.parse_args()
+    cache = str(default_cache_dir())
+    jobs = [(train_alignment, (case, seed, setting, cache)) for setting in args.settings for case, seed in DEFAULT_RUNS]
+    results = run_all(jobs, args.workers)
+    for row in results:
+        curve = " ".join(f"{loss:.2f}" for step, loss in row["losses"] if step % 100 == 0)  # type: ignore[union-attr]
+        label = f"{row['setting']:26} {row['case']:7} seed {row['seed']}"
+        print(f"{label}: loss every 100 steps {curve}; converged {row['converged']}")
+    for setting in args.settings:
+        done = [r for r in results if r["setting"] == setting]
+        print(f"{setting}: converges in {sum(bool(r['converged']) for r in done)} of {len(done)} cases")
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
