@@ -31,8 +31,12 @@ EXIT_BAD_INPUT = 1
 # Commands that only read and write files (no training loop, no inference engine) may end the
 # process without the interpreter's teardown: unloading torch alone takes ~0.8 s, a tenth of a
 # 1.5B merge. Everything they write is closed before they return.
+# drift-train is one of them for a second reason: under torchrun / accelerate a rank could still abort
+# in C++ static destructors at interpreter exit ("terminate called without an active exception",
+# SIGABRT, about 1 run in 5 of tests/drift/test_fsdp_train.py) after its files were written and the
+# process group was left; its files are closed and it reports to no tracker, so nothing needs teardown.
 FAST_EXIT_COMMANDS = frozenset(
-    {"analyze", "benchmarks", "check", "compare", "drift-prior", "layouts", "merge", "profile", "score", "tokens"}
+    {"analyze", "benchmarks", "check", "compare", "drift-prior", "drift-train", "layouts", "merge", "profile", "score", "tokens"}
 )
 _invoked: list[str] = []  # the subcommand this process ran (read by entry_point)
 

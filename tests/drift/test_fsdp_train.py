@@ -1,4 +1,5 @@
-"""drift-train --fsdp under torchrun (two CPU processes, FSDP2 over gloo) equals the single-process run.
+"""drift-train --fsdp under torchrun and accelerate launch (two CPU processes, FSDP2 over gloo) equals
+the single-process run.
 
 Both runs see the same two samples at every optimizer step (FSDP2: one per rank; single process:
 two accumulated micro-batches) with ``--timing step``, so for every variant the trained weights
@@ -45,6 +46,14 @@ def runs(tiny_triple, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
         command += ["--variant", variant, "--out", str(root / "fsdp" / variant)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=400, check=False, env=env, cwd=repo)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # The other usual launcher: accelerate with an FSDP2 config. On CPU accelerate ignores its FSDP
+    # plugin (the run would silently be DDP), so --fsdp shards at load time, as under torchrun.
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    command = [accelerate, "launch", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    command += ["--dynamo_backend", "no", "--use_fsdp", "--fsdp_version", "2", "-m", "frankmerge.cli", "drift-train"]
+    command += [*common, "--variant", "adaptive", "--out", str(root / "accelerate" / "adaptive")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=400, check=False, env=env, cwd=repo)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for variant in VARIANTS:
         options = TrainOptions(
             variant=variant, prior=prior, timing="step", grad_accum=2, max_steps=STEPS, learning_rate=1e-3,
@@ -87,3 +96,15 @@ def test_fsdp_needs_step_timing() -> None:
 
     with pytest.raises(DriftOptionError, match="--timing step"):
         _validated(TrainOptions(fsdp=True, prior=Path("p.safetensors")), None)
+
+
+def test_accelerate_launch_with_an_fsdp2_config_equals_single_process(runs) -> None:
+    """`accelerate launch --use_fsdp --fsdp_version 2 … drift-train --fsdp` shards and guides like torchrun."""
+    out = runs["root"] / "accelerate" / "adaptive"
+    report = json.loads((out / "drift_report.json").read_text())
+    assert report["fsdp"] and report["drift"]["sharded"] and report["world_size"] == 2
+    assert report["drift"]["collectives"] == STEPS
+    sharded = load_file(out / "model.safetensors")
+    single = load_file(runs["root"] / "single" / "adaptive" / "model.safetensors")
+    for name in single:
+        torch.testing.assert_close(sharded[name], single[name], rtol=0, atol=2e-6, msg=lambda m, n=name: f"{n}: {m}")
