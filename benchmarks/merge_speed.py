@@ -512,12 +512,16 @@ def run_series(  # type: ignore[no-untyped-def]
     logs: Path | None = None,
     idle_s: float = 0.0,
     inputs: list[Path] | None = None,
+    space_under: Path | None = None,
 ) -> None:
-    """One warm-up, then ``repeats`` measured runs; ``prepare`` before each, ``after(run, last)`` after."""
+    """One warm-up, then ``repeats`` measured runs; ``prepare`` before each, ``after(run, last)`` after
+    (``space_under``: wait before each run until an output fits there)."""
     assert logs is not None
     for attempt in range(repeats + 1):
         prepare()
         os.sync()  # earlier runs' writes are not flushed on this run's clock
+        if space_under is not None:
+            wait_for_space(space_under)
         if idle_s > 0:
             waited = wait_idle(idle_s)
             if waited > 3:
@@ -719,10 +723,21 @@ def disk_needed(cache: Path, mergekit: bool) -> int:
     largest outputs that exist at once (frankmerge's or mergekit's, and the copy of the floor)."""
     role = SHAPE.role_bytes()
     built = (cache / "spec.json").is_file() and (cache / "spec.json").read_text() == json.dumps(build_spec(), sort_keys=True)
-    # Each output is deleted after its run, but deleted pages are freed lazily by some filesystems
-    # and mergekit writes its own shards: room for two outputs (one with --skip-mergekit).
-    outputs = 2 * role if mergekit else role
-    return (0 if built else 3 * role) + outputs
+    # Each output is deleted right after its run (and the next run waits for its space to come
+    # back, see wait_for_space), so one output at a time, plus 2 % of slack.
+    return int(((0 if built else 3 * role) + role) * 1.02)
+
+
+def wait_for_space(cache: Path, limit_s: float = 120.0) -> None:
+    """Before a run, wait until an output fits: some filesystems free a deleted output's blocks lazily."""
+    deadline = time.monotonic() + limit_s
+    while shutil.disk_usage(cache).free < SHAPE.role_bytes() * 1.02:
+        if time.monotonic() > deadline:
+            raise SystemExit(
+                f"--shape {SHAPE.name}: {shutil.disk_usage(cache).free / GB:.1f} GB free under {cache} after "
+                f"{limit_s:.0f} s, an output needs {SHAPE.role_bytes() / GB:.1f} GB; free some space or pass --cache DIR"
+            )
+        time.sleep(1.0)
 
 
 def check_disk(cache: Path, mergekit: bool) -> str | None:
@@ -893,6 +908,7 @@ def main(argv: list[str] | None = None) -> int:
         env=env,
         logs=logs,
         idle_s=args.wait_idle,
+        space_under=cache,
         inputs=[roles["vlm"], roles["reasoner"], roles["base"]],
     )
     frank.extra["self_reported"] = self_reported
@@ -927,6 +943,7 @@ def main(argv: list[str] | None = None) -> int:
             env=env,
             logs=logs,
             idle_s=args.wait_idle,
+            space_under=cache,
             inputs=[roles["vlm_text"], roles["reasoner"], roles["base"]],
         )
 
@@ -941,6 +958,7 @@ def main(argv: list[str] | None = None) -> int:
         env=env,
         logs=logs,
         idle_s=args.wait_idle,
+        space_under=cache,
         inputs=[roles["vlm"]],
     )
 
