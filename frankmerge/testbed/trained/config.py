@@ -42,7 +42,9 @@ class Stage:
 
     ``text_mix``: share of base text tasks in a fine-tune's batches; ``cot_mix``: share of text
     problems with their chain of thought in the base's pretraining; ``freeze_language_model``: train
-    only the VLM's vision tower and projector (LLaVA's stage 1), embeddings and head frozen too.
+    only the VLM's vision tower and projector (LLaVA's stage 1), embeddings and head frozen too;
+    ``align_embeddings``: weight β of a term pulling each projected patch toward the base's
+    embedding of its cell's word (docs/testbed.md, "Alignment probe 2"; 0: none).
     """
 
     steps: int
@@ -54,6 +56,15 @@ class Stage:
     cot_mix: float = 0.0
     freeze_embeddings: bool = False
     freeze_language_model: bool = False
+    align_embeddings: float = 0.0
+
+
+def _stage_payload(stage: Stage) -> dict[str, object]:
+    """A stage's fields for its key; ``align_embeddings`` only when set, so older keys stay as they were."""
+    payload = asdict(stage)
+    if not stage.align_embeddings:
+        del payload["align_embeddings"]
+    return payload
 
 
 @dataclass(frozen=True)
@@ -86,14 +97,14 @@ class TestbedConfig:
         payload: dict[str, object] = {"format": FORMAT_VERSION, "size": text_size, "seed": self.seed}
         if self.system_prompt:  # only when set, so the keys of testbeds without one stay as they were
             payload["system"] = list(self.system_prompt)
-        payload["base"] = asdict(self.base)
+        payload["base"] = _stage_payload(self.base)
         if stage == "reasoner":
-            payload["reasoner"] = asdict(self.reasoner)
+            payload["reasoner"] = _stage_payload(self.reasoner)
         if stage in ("vlm_align", "vlm"):
             payload["vision"] = {k: v for k, v in size.items() if k.startswith("vision_")}
-            payload["vlm_align"] = asdict(self.vlm_align) if self.vlm_align else None
+            payload["vlm_align"] = _stage_payload(self.vlm_align) if self.vlm_align else None
         if stage == "vlm":
-            payload["vlm"] = asdict(self.vlm)
+            payload["vlm"] = _stage_payload(self.vlm)
         return _digest(payload)
 
     def key(self) -> str:

@@ -29,6 +29,7 @@ class Batch:
     labels: torch.Tensor
     kinds: list[list[str]]
     pixel_values: torch.Tensor | None
+    cell_ids: torch.Tensor | None = None  # (images, patches): each patch's cell word, when every image has them
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
@@ -133,6 +134,9 @@ class Encoder:
             label_ids[i, : len(lab)] = torch.tensor(lab)
             mask[i, : len(row)] = 1
             kinds[i] += [""] * (width - len(kinds[i]))
-        images = [e.image for e in examples if e.image is not None]
-        pixel_values = self.pixels(images) if images else None
-        return Batch(input_ids, mask, label_ids, kinds, pixel_values)
+        pictured = [e for e in examples if e.image is not None]
+        pixel_values = self.pixels([e.image for e in pictured]) if pictured else None
+        cell_ids = None
+        if pictured and all(e.cell_words for e in pictured):
+            cell_ids = torch.tensor([self.tokenizer.convert_tokens_to_ids(list(e.cell_words)) for e in pictured])
+        return Batch(input_ids, mask, label_ids, kinds, pixel_values, cell_ids)

@@ -59,12 +59,18 @@ class Example:
     answer: str
     image: np.ndarray | None = None
     follow_ups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # further (question, answer words) turns
+    cell_words: tuple[str, ...] = ()  # with an image: the word a text scene puts in each patch's cell
 
 
 def _context(scene: Scene) -> str:
     """The scene as text: its grid of cells in reading order, exactly as the image's 16 patches come
     before the question, with no separator (an image has none either)."""
     return " ".join(scene.grid_words(EMPTY_CELL))
+
+
+def _cells(scene: Scene) -> tuple[str, ...]:
+    """The word of each of the image's patches (one per grid cell): what the alignment term aims at."""
+    return tuple(scene.grid_words(EMPTY_CELL))
 
 
 def counts_listing(scene: Scene) -> tuple[list[str], list[str]]:
@@ -112,7 +118,9 @@ def reasoning(rng: np.random.Generator, visual: bool) -> Example:
     words, kinds, result = chain_of_thought(scene, problem, colours)
     question = " ".join(_fill(problem.template, colours)[0]) + " ?"
     if visual:
-        return Example("visual_reasoning", question, tuple(words), tuple(kinds), str(result), render(scene, rng))
+        return Example(
+            "visual_reasoning", question, tuple(words), tuple(kinds), str(result), render(scene, rng), cell_words=_cells(scene)
+        )
     return Example("text_reasoning", f"{_context(scene)} {question}", tuple(words), tuple(kinds), str(result))
 
 
@@ -126,7 +134,15 @@ def perception(rng: np.random.Generator, colour_only: bool = False) -> Example:
     scene = random_scene(rng)
     subject = str(rng.choice(COLOURS)) if colour_only or rng.random() < 0.8 else "shapes"
     answer = _count_answer(scene, subject)
-    return Example("perception", f"how many {subject} ?", answer, ("format", "answer"), " ".join(answer), render(scene, rng))
+    return Example(
+        "perception",
+        f"how many {subject} ?",
+        answer,
+        ("format", "answer"),
+        " ".join(answer),
+        render(scene, rng),
+        cell_words=_cells(scene),
+    )
 
 
 def perception_dialogue(rng: np.random.Generator) -> Example:
@@ -140,7 +156,16 @@ def perception_dialogue(rng: np.random.Generator) -> Example:
     answers = [_count_answer(scene, s) for s in subjects]
     turns = tuple((f"how many {s} ?", a) for s, a in zip(subjects[1:], answers[1:], strict=True))
     first = f"how many {subjects[0]} ?"
-    return Example("perception", first, answers[0], ("format", "answer"), " ".join(answers[0]), render(scene, rng), turns)
+    return Example(
+        "perception",
+        first,
+        answers[0],
+        ("format", "answer"),
+        " ".join(answers[0]),
+        render(scene, rng),
+        turns,
+        cell_words=_cells(scene),
+    )
 
 
 DESCRIBE = "describe the image"
@@ -157,7 +182,7 @@ def caption(rng: np.random.Generator) -> Example:
     chain of thought lists them, which the base learned to say about text scenes (``describe_text``)."""
     scene = random_scene(rng)
     target, kinds = _description(scene)
-    return Example("caption", DESCRIBE, target, kinds, " ".join(target), render(scene, rng))
+    return Example("caption", DESCRIBE, target, kinds, " ".join(target), render(scene, rng), cell_words=_cells(scene))
 
 
 def describe_text(rng: np.random.Generator) -> Example:

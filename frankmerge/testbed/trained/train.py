@@ -18,7 +18,7 @@ import torch
 
 from frankmerge.progress import progress_bar
 from frankmerge.testbed.trained.config import Stage
-from frankmerge.testbed.trained.encode import Encoder
+from frankmerge.testbed.trained.encode import Batch, Encoder
 from frankmerge.testbed.trained.tasks import Example
 from frankmerge.testbed.trained.vocab import testbed_chat_template
 
@@ -37,6 +37,7 @@ class StageLog:
     trainable_parameters: int
     losses: list[tuple[int, float]] = field(default_factory=list)
     frozen_unchanged: bool | None = None  # a frozen language model came out bit-identical (None: nothing frozen)
+    align_losses: list[tuple[int, float]] = field(default_factory=list)  # the alignment term's windows, when used
 
     @property
     def final_loss(self) -> float:
@@ -51,6 +52,7 @@ class StageLog:
             "final_loss": self.final_loss,
             "losses": self.losses,
             "frozen_unchanged": self.frozen_unchanged,
+            **({"align_losses": self.align_losses} if self.align_losses else {}),
         }
 
 
@@ -85,13 +87,19 @@ def train_stage(
     optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay, betas=(0.9, 0.98))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, stage))
     record = StageLog(name, stage.steps, 0.0, sum(p.numel() for p in params))
+    align = _EmbeddingAlignment(model) if stage.align_embeddings else None
     model.train()
-    started, window = time.perf_counter(), []
+    started, window, align_window = time.perf_counter(), [], []
     bar = progress_bar(range(stage.steps), desc=f"training {name}", unit="step", disable=not progress)
     for step in bar:
         batch = encoder.batch([sample(rng) for _ in range(stage.batch)], loss_on_prompt=loss_on_prompt)
         loss = model(**batch.model_inputs(), labels=batch.labels).loss
-        loss.backward()
+        if align is not None:
+            term = align.loss(batch)
+            (loss + stage.align_embeddings * term).backward()
+            align_window.append(term.item())
+        else:
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         scheduler.step()
@@ -99,8 +107,12 @@ def train_stage(
         window.append(loss.item())
         if len(window) == LOSS_WINDOW or step == stage.steps - 1:
             record.losses.append((step + 1, round(sum(window) / len(window), 4)))
+            if align_window:
+                record.align_losses.append((step + 1, round(sum(align_window) / len(align_window), 4)))
             bar.set_postfix(loss=f"{record.losses[-1][1]:.3f}")
-            window = []
+            window, align_window = [], []
+    if align is not None:
+        align.remove()
     if frozen_before is not None:
         record.frozen_unchanged = all(torch.equal(frozen_before[n], p) for n, p in model.named_parameters() if n in frozen_before)
     for p in model.parameters():
@@ -109,6 +121,36 @@ def train_stage(
     record.seconds = time.perf_counter() - started
     log.info("%s: %d steps in %.1fs, final loss %.4f", name, stage.steps, record.seconds, record.final_loss)
     return record
+
+
+class _EmbeddingAlignment:
+    """The stage-1 term of docs/testbed.md's "Alignment probe 2": the mean squared distance of each
+    projected patch from the input embedding of its cell's word, over the mean squared norm of the
+    embedding rows, so its weight does not depend on the embedding scale. The targets are detached:
+    the term moves the tower and projector, never the embeddings."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        projectors = [m for n, m in model.named_modules() if n.split(".")[-1] == "multi_modal_projector"]
+        if not projectors:
+            raise ValueError("align_embeddings needs a VLM with a multi_modal_projector")
+        self._model = model
+        self._projected: torch.Tensor | None = None
+        self._hook = projectors[0].register_forward_hook(self._keep)
+
+    def _keep(self, module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
+        self._projected = output
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        if self._projected is None or batch.cell_ids is None:
+            raise ValueError("align_embeddings needs every training image to carry its cell words")
+        embeddings = self._model.get_input_embeddings().weight.detach()
+        projected = self._projected.reshape(*batch.cell_ids.shape, -1)
+        self._projected = None
+        distance = (projected - embeddings[batch.cell_ids]).pow(2).sum(-1).mean()
+        return distance / embeddings.pow(2).sum(-1).mean()
+
+    def remove(self) -> None:
+        self._hook.remove()
 
 
 def _freeze_language_model(model: torch.nn.Module) -> dict[str, torch.Tensor]:
