@@ -19,6 +19,10 @@ activations, the all-gathered block and the allocator. Results go to
 ``benchmarks/results/drift_fsdp_memory.json``.
 
     python benchmarks/drift_fsdp_memory.py [--hidden 512] [--layers 8] [--seq 256] [--steps 5] [--gpu-gb 80 --gpus 8]
+
+On a GPU machine, ``--device cuda`` runs the same over NCCL, one GPU per rank (``--worlds`` no larger
+than the GPU count: ``--worlds 1`` on one GPU), and adds each rank's peak allocated GPU memory
+(``gpu_peak_mb``, reset before each phase) and synchronised step times.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per phase, after one warm-up step")
     parser.add_argument("--delta-dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--worlds", default="1,2")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: NCCL, one GPU per rank")
     parser.add_argument("--gpu-gb", type=float, default=80.0)
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--headroom", type=float, default=0.25, help="fraction of GPU memory kept for activations etc.")
@@ -109,13 +114,25 @@ def _steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, args: argpa
     gen = torch.Generator().manual_seed(int(os.environ.get("RANK", "0")))
     times = []
     for _ in range(n):
-        ids = torch.randint(0, 2048, (1, args.seq), generator=gen)
+        ids = torch.randint(0, 2048, (1, args.seq), generator=gen).to(args.device)
         started = time.perf_counter()
         model(input_ids=ids, labels=ids).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=False)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
     return times
+
+
+def _gpu_peak_mb(args: argparse.Namespace, reset: bool = True) -> float | None:
+    """Peak GPU memory allocated since the last reset (None on CPU)."""
+    if args.device != "cuda":
+        return None
+    peak = torch.cuda.max_memory_allocated() / 1e6
+    if reset:
+        torch.cuda.reset_peak_memory_stats()
+    return round(peak, 1)
 
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
@@ -127,27 +144,35 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     from frankmerge.drift.attach import attach_drift
     from frankmerge.drift.prior_file import load_prior
 
-    dist.init_process_group("gloo")
+    if args.device == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     model = _model(args)
     params = sum(p.numel() for p in model.parameters())
     if rank == 0:
         _write_prior(args.worker, model)
     dist.barrier()
-    mesh = init_device_mesh("cpu", (world,))
+    mesh = init_device_mesh(args.device, (world,))
+    model.to(args.device)
     for layer in model.model.layers:
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     _steps(model, optimizer, args, 1)  # warm-up: gradients and AdamW state now exist
+    _gpu_peak_mb(args)
     plain = _steps(model, optimizer, args, args.steps)
+    gpu_plain = _gpu_peak_mb(args)
     rss_plain = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     state = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t) and t.dim() > 0]
     weights = [p for p in model.parameters()]
     grads = [p.grad for p in weights if p.grad is not None]
     dtype = getattr(torch, args.delta_dtype)
     handle = attach_drift(model, load_prior(args.worker), timing="step", optimizer=optimizer, delta_dtype=dtype)
+    _steps(model, optimizer, args, 1)  # warm-up of the guided step
+    _gpu_peak_mb(args)
     guided = _steps(model, optimizer, args, args.steps)
+    gpu_guided = _gpu_peak_mb(args)
     rss_guided = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     parts = {
         "params": _local_bytes(weights),
@@ -166,6 +191,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         "delta_bytes_per_covered_param": parts["delta"] * world / covered,
         "delta_bytes_read": handle.delta_bytes_read,
         "host_peak_rss_mb": {"sft": round(rss_plain, 1), "drift": round(rss_guided, 1)},
+        "gpu_peak_mb": {"sft": gpu_plain, "drift": gpu_guided},
         "step_s": {"sft": statistics.median(plain), "drift": statistics.median(guided)},
         "collectives": handle.hooks.collectives,
     }
@@ -225,11 +251,13 @@ def main(argv: list[str] | None = None) -> None:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     for world, ranks in runs.items():
         for r in ranks:
+            gpu = r["gpu_peak_mb"]
             print(
                 f"world {world} rank {r['rank']}: sharded {sum(r['sharded_bytes'].values()) / 1e6:.1f} MB "
                 f"(Δ̂ {r['sharded_bytes']['delta'] / 1e6:.1f} MB, read {r['delta_bytes_read'] / 1e6:.1f} MB), "
                 f"peak RSS {r['host_peak_rss_mb']['sft']:.0f} → {r['host_peak_rss_mb']['drift']:.0f} MB, "
                 f"step {r['step_s']['sft'] * 1e3:.0f} → {r['step_s']['drift'] * 1e3:.0f} ms"
+                + (f", GPU peak {gpu['sft']:.0f} → {gpu['drift']:.0f} MB" if gpu["sft"] else "")
             )
     print(
         f"{per_param:.2f} bytes per parameter ({fixed:.1f} params+grads+AdamW, {delta:.1f} Δ̂ × {covered_share:.2f} covered): "
