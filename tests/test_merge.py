@@ -193,6 +193,7 @@ def test_source_rows_restore_runs_across_chunk_boundaries(tmp_path: Path):
     """merge_shared's kept rows are read on demand: runs cut by chunk edges, carried rows on top."""
     from safetensors.torch import save_file
 
+    from frankmerge.checkpoints.dtypes import F32
     from frankmerge.streaming import RowPatch, SourceRows
 
     width, matrix = 5, torch.randn(40, 5).bfloat16()
@@ -204,7 +205,7 @@ def test_source_rows_restore_runs_across_chunk_boundaries(tmp_path: Path):
         )
         out = torch.zeros(40 * width)
         for start in range(0, out.numel(), 23):  # chunks that end inside rows
-            restore.apply(start, out[start : start + 23])
+            restore.apply(start, out[start : start + 23].numpy(), F32)  # a view: writes land in ``out``
     expected = torch.zeros(40, width)
     expected[rows] = matrix[rows].float()
     expected[4] = 9.0
