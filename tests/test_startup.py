@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,10 +36,8 @@ def test_package_names_load_on_first_use() -> None:
     assert out.stdout.split() == ["merge", "MergeRecipe"]
 
 
-def test_merge_path_imports_neither_transformers_nor_scipy_linalg(tiny_triple, tmp_path: Path) -> None:
-    """A merge whose inputs have no tokenizers (the speed benchmark's) reads configs, runs the pair
-    doctor and the kernels without transformers (~1 s to import) or scipy.linalg (numba's BLAS probe)."""
-    triple = tiny_triple("qwen2_vl")
+def _without_tokenizers(triple: Any, tmp_path: Path) -> dict[str, Path]:
+    """The triple's role directories, tokenizer files left out (loading a tokenizer needs transformers)."""
     roles = {}
     for role in ("vlm", "reasoner", "base"):
         roles[role] = tmp_path / role
@@ -46,6 +45,13 @@ def test_merge_path_imports_neither_transformers_nor_scipy_linalg(tiny_triple, t
         for item in getattr(triple, role).iterdir():
             if not item.name.startswith(("tokenizer", "chat_template", "vocab", "merges", "special_tokens")):
                 (roles[role] / item.name).symlink_to(item)
+    return roles
+
+
+def test_merge_path_imports_neither_transformers_nor_scipy_linalg(tiny_triple, tmp_path: Path) -> None:
+    """A merge whose inputs have no tokenizers (the speed benchmark's) reads configs, runs the pair
+    doctor and the kernels without transformers (~1 s to import) or scipy.linalg (numba's BLAS probe)."""
+    roles = _without_tokenizers(tiny_triple("qwen2_vl"), tmp_path)
     code = (
         "import sys\n"
         "from frankmerge.merge import merge\n"
@@ -56,6 +62,33 @@ def test_merge_path_imports_neither_transformers_nor_scipy_linalg(tiny_triple, t
         "print(sorted(m for m in ('transformers', 'scipy.linalg') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    ("dtype", "args"),
+    [
+        ("bfloat16", ["--no-prior"]),
+        ("bfloat16", ["--alpha", "0.1"]),
+        ("bfloat16", ["--method", "task_arithmetic"]),
+        ("float16", ["--method", "linear", "--dtype", "float32"]),
+        ("float32", ["--method", "layer_swap", "--swap-k", "1", "--dtype", "bfloat16"]),
+    ],
+)
+def test_cli_merge_imports_neither_torch_nor_transformers(tiny_triple, tmp_path: Path, dtype: str, args: list[str]) -> None:
+    """`frankmerge merge` of a method the kernels compute, on bfloat16/float16/float32 inputs, never
+    imports torch (~1.5 s of start-up) or transformers: numpy arrays carry the tensors."""
+    roles = _without_tokenizers(tiny_triple("qwen2_vl", dtype=dtype), tmp_path)
+    argv = ["frankmerge", "merge", *(f"--{r}={p}" for r, p in roles.items()), f"--out={tmp_path / 'out'}", "--quiet", *args]
+    code = (
+        "import sys\n"
+        f"sys.argv = {argv!r}\n"
+        "import frankmerge.cli as cli\n"
+        "try:\n    cli.main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert (tmp_path / "out" / "merge_report.json").is_file()
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
