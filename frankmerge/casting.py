@@ -1,7 +1,9 @@
 """Casts of the merge's numpy chunks between dtypes, rounded exactly as torch rounds.
 
 By the fused kernels where they take both dtypes (bfloat16, float16, float32: the common case,
-without importing torch), by torch on zero-copy views otherwise (float64, float8).
+without importing torch), by torch on zero-copy views otherwise (float64, float8). One difference
+from torch: NaN cast to bfloat16 becomes 0x7FC0, as in the kernels' merged chunks, where torch's
+vectorised cast writes 0xFFFF; NaN reaches a cast only under ``--allow-nonfinite``.
 """
 
 from __future__ import annotations

@@ -62,6 +62,23 @@ def test_merge_matches_independent_reference(tiny_triple, tmp_path: Path, family
             assert torch.equal(merged[name], tensor), f"{name} must be the VLM's, bit-exact"
 
 
+def test_float64_inputs_merge_on_torchs_path(tiny_triple, tmp_path: Path):
+    """float64 inputs, which the kernels do not take, merge through torch into float32 blocks (the
+    output dtype ``auto`` gives when the VLM's is not an output dtype); tensors kept stay float64."""
+    triple = tiny_triple("qwen2_vl", dtype="float64")
+    out = tmp_path / "merged"
+    prior = Prior(kind="exponential", alpha=0.3)
+    merge(_recipe(triple, prior), out, progress=False)
+    ref = reference_merge(triple.vlm, triple.reasoner, triple.base, prior.kind, prior.alpha)
+    merged = load_dir(out)
+    for name, expected in ref["expected"].items():
+        assert merged[name].dtype == torch.float32
+        torch.testing.assert_close(merged[name].double(), expected, **TOLERANCE["float32"], msg=name)
+    for name, tensor in ref["vlm_state"].items():
+        if name not in ref["expected"] and "visual" in name:
+            assert torch.equal(merged[name], tensor), f"{name} must be the VLM's, bit-exact"
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_merged_model_loads_and_sees_an_image(tiny_triple, tmp_path: Path, family: str):
     triple = tiny_triple(family)

@@ -92,6 +92,23 @@ def test_cli_merge_imports_neither_torch_nor_transformers(tiny_triple, tmp_path:
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.parametrize(("dtype", "args"), [("float64", ["--no-prior"]), ("bfloat16", ["--method", "ties"])])
+def test_cli_merge_imports_torch_where_it_computes(tiny_triple, tmp_path: Path, dtype: str, args: list[str]) -> None:
+    """float64 inputs (no kernel takes them) and TIES (whole-tensor top-k) still merge, importing torch when needed."""
+    roles = _without_tokenizers(tiny_triple("qwen2_vl", dtype=dtype), tmp_path)
+    argv = ["frankmerge", "merge", *(f"--{r}={p}" for r, p in roles.items()), f"--out={tmp_path / 'out'}", "--quiet", *args]
+    code = (
+        "import sys\n"
+        f"sys.argv = {argv!r}\n"
+        "import frankmerge.cli as cli\n"
+        "try:\n    cli.main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert (tmp_path / "out" / "merge_report.json").is_file()
+    assert out.stdout.strip().splitlines()[-1] == "True"
+
+
 def test_benchmark_refuses_a_shape_the_disk_cannot_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
