@@ -3,6 +3,7 @@ shape the disk cannot hold, in one line."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,21 @@ def test_merge_path_imports_neither_transformers_nor_scipy_linalg(tiny_triple, t
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+def _modules_after_cli_merge(roles: dict[str, Path], out: Path, args: list[str], modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a `frankmerge merge` run in a fresh interpreter had imported once it finished."""
+    argv = ["frankmerge", "merge", *(f"--{r}={p}" for r, p in roles.items()), f"--out={out}", "--quiet", *args]
+    code = (
+        "import sys\n"
+        f"sys.argv = {argv!r}\n"
+        "import frankmerge.cli as cli\n"
+        "try:\n    cli.main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        f"print(sorted(m for m in {modules!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert (out / "merge_report.json").is_file()
+    return ast.literal_eval(result.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize(
     ("dtype", "args"),
     [
@@ -79,34 +95,14 @@ def test_cli_merge_imports_neither_torch_nor_transformers(tiny_triple, tmp_path:
     """`frankmerge merge` of a method the kernels compute, on bfloat16/float16/float32 inputs, never
     imports torch (~1.5 s of start-up) or transformers: numpy arrays carry the tensors."""
     roles = _without_tokenizers(tiny_triple("qwen2_vl", dtype=dtype), tmp_path)
-    argv = ["frankmerge", "merge", *(f"--{r}={p}" for r, p in roles.items()), f"--out={tmp_path / 'out'}", "--quiet", *args]
-    code = (
-        "import sys\n"
-        f"sys.argv = {argv!r}\n"
-        "import frankmerge.cli as cli\n"
-        "try:\n    cli.main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
-        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert (tmp_path / "out" / "merge_report.json").is_file()
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert _modules_after_cli_merge(roles, tmp_path / "out", args, ("torch", "transformers")) == []
 
 
 @pytest.mark.parametrize(("dtype", "args"), [("float64", ["--no-prior"]), ("bfloat16", ["--method", "ties"])])
 def test_cli_merge_imports_torch_where_it_computes(tiny_triple, tmp_path: Path, dtype: str, args: list[str]) -> None:
     """float64 inputs (no kernel takes them) and TIES (whole-tensor top-k) still merge, importing torch when needed."""
     roles = _without_tokenizers(tiny_triple("qwen2_vl", dtype=dtype), tmp_path)
-    argv = ["frankmerge", "merge", *(f"--{r}={p}" for r, p in roles.items()), f"--out={tmp_path / 'out'}", "--quiet", *args]
-    code = (
-        "import sys\n"
-        f"sys.argv = {argv!r}\n"
-        "import frankmerge.cli as cli\n"
-        "try:\n    cli.main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
-        "print('torch' in sys.modules)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert (tmp_path / "out" / "merge_report.json").is_file()
-    assert out.stdout.strip().splitlines()[-1] == "True"
+    assert _modules_after_cli_merge(roles, tmp_path / "out", args, ("torch",)) == ["torch"]
 
 
 def test_benchmark_refuses_a_shape_the_disk_cannot_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
