@@ -15,11 +15,16 @@ user's cache directory when that is read-only), so later runs only load them.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from numba import njit, types
 from numba.extending import intrinsic, overload
+
+from frankmerge.checkpoints.dtypes import DType, dtype_name, from_torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _load_numba_math_without_blas_probe() -> None:
@@ -44,7 +49,7 @@ _load_numba_math_without_blas_probe()
 # Reassociation lets LLVM vectorise the float64 reductions; contraction allows FMAs. No
 # "nnan"/"ninf": the callers detect NaN/Inf from the results, which must therefore propagate.
 _FASTMATH = {"reassoc", "contract"}
-_KERNEL_DTYPES = {torch.bfloat16: np.uint16, torch.float16: np.int16, torch.float32: np.float32}  # what as_array gives
+_KERNEL_DTYPES = {"bfloat16": np.uint16, "float16": np.int16, "float32": np.float32}  # what as_array gives
 
 
 def _compiled(**options):  # noqa: ANN202 - returns numba's decorator
@@ -59,18 +64,29 @@ def _compiled(**options):  # noqa: ANN202 - returns numba's decorator
     return decorate
 
 
-def supports(*dtypes: torch.dtype) -> bool:
-    """Whether the fused kernels take tensors of all these dtypes."""
-    return all(dtype in _KERNEL_DTYPES for dtype in dtypes)
+def supports(*dtypes: DType | torch.dtype) -> bool:
+    """Whether the fused kernels take arrays of all these dtypes."""
+    return all(dtype_name(dtype) in _KERNEL_DTYPES for dtype in dtypes)
 
 
-def as_array(tensor: torch.Tensor) -> np.ndarray:
-    """A flat contiguous tensor of a supported dtype as the numpy view the kernels take (no copy)."""
-    if tensor.dtype == torch.bfloat16:
-        return tensor.view(torch.int16).numpy().view(np.uint16)
-    if tensor.dtype == torch.float16:
-        return tensor.view(torch.int16).numpy()
-    return tensor.numpy()
+def as_array(values: np.ndarray[Any, Any] | torch.Tensor) -> np.ndarray[Any, Any]:
+    """A flat contiguous chunk of a supported dtype as the numpy view the kernels take (no copy).
+
+    Chunks are numpy arrays on the merge's path (bfloat16 already as ``uint16``), torch tensors
+    where torch computes (``drift-prior``); float16 becomes its ``int16`` bits.
+    """
+    array = values if isinstance(values, np.ndarray) else from_torch(values)
+    return array.view(np.int16) if array.dtype == np.float16 else array
+
+
+def convert(out: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> None:
+    """``values`` cast into ``out`` (bfloat16, float16 or float32 each), rounded as torch rounds.
+
+    ``merge_into`` with λ = (1, 0, 0): each value widened to float32 and stored once, so no other
+    kernel needs compiling for it.
+    """
+    array = as_array(values)
+    merge_into(as_array(out), array, array, array, 1.0, 0.0, 0.0)
 
 
 @intrinsic

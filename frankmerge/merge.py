@@ -18,10 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from frankmerge import timing, workers
-from frankmerge.checkpoints.dtypes import OUTPUT_DTYPES
+from frankmerge.checkpoints.dtypes import F32, OUTPUT_DTYPES, DType
 from frankmerge.checkpoints.output import (
     check_free_space,
     check_output_apart,
@@ -106,31 +104,31 @@ def _merge_locked(
     threads = available_cores() if threads is None else max(1, threads)
     if chunk % workers.PIECE == 0:  # one chunk gives every thread a piece (sums do not depend on the chunk: see workers)
         chunk = max(chunk, threads * workers.PIECE)
-    # torch computes only what the kernels do not take (float64 inputs, TIES/DARE); its reductions
-    # split by thread count, so it gets the threads only where its results are element-wise.
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads if recipe.method in ELEMENTWISE_METHODS else 1)
+    # torch computes only what the kernels do not take (float64 inputs, TIES/DARE), and is imported
+    # only then; its reductions split by thread count, so it gets the threads only where its
+    # results are element-wise.
+    torch_threads = threads if recipe.method in ELEMENTWISE_METHODS else 1
     try:
-        with timing.phase("pair_check"):
-            pair = check_merge_pair(recipe, inputs)
-        with workers.using(threads), tempfile.TemporaryDirectory(prefix="frankmerge-profile-") as scratch:
-            profile_dir = None
-            if recipe.method == "frank" and recipe.prior is None:
-                _refuse_profiling_remote_code(inputs["vlm"])
-                recipe, profile_dir = _profile_first(recipe, out, Path(scratch), progress=progress), Path(scratch)
-            return _merge_opened(
-                recipe,
-                inputs,
-                out,
-                overwrite=overwrite,
-                progress=progress,
-                chunk=chunk,
-                started=started,
-                profile_dir=profile_dir,
-                pair=pair,
-            )
+        with workers.torch_threads(torch_threads):
+            with timing.phase("pair_check"):
+                pair = check_merge_pair(recipe, inputs)
+            with workers.using(threads), tempfile.TemporaryDirectory(prefix="frankmerge-profile-") as scratch:
+                profile_dir = None
+                if recipe.method == "frank" and recipe.prior is None:
+                    _refuse_profiling_remote_code(inputs["vlm"])
+                    recipe, profile_dir = _profile_first(recipe, out, Path(scratch), progress=progress), Path(scratch)
+                return _merge_opened(
+                    recipe,
+                    inputs,
+                    out,
+                    overwrite=overwrite,
+                    progress=progress,
+                    chunk=chunk,
+                    started=started,
+                    profile_dir=profile_dir,
+                    pair=pair,
+                )
     finally:
-        torch.set_num_threads(previous_threads)
         for item in inputs.values():
             item.checkpoint.close()
 
@@ -169,6 +167,7 @@ def _profile_first(recipe: MergeRecipe, out: Path, scratch: Path, *, progress: b
     from frankmerge.analysis import profile_for_merge
 
     log.warning("no prior option given: profiling %s on the bundled calibration images for FRANK's α", recipe.vlm)
+    workers.torch_module()  # runs the VLM with torch, on the merge's thread count for it
     profile_json = scratch / PROFILE_NAME
     profile_for_merge(recipe.vlm, profile_json, allow_download=recipe.allow_download, progress=progress)
     prior = prior_from_profile(profile_json).model_copy(update={"profile": str(out.absolute() / PROFILE_NAME)})
@@ -316,15 +315,15 @@ def _with_absolute_paths(recipe: MergeRecipe, inputs: dict[str, RoleInput]) -> M
     return recipe.model_copy(update=update)
 
 
-def _output_dtype(recipe: MergeRecipe, vlm: RoleInput) -> torch.dtype:
+def _output_dtype(recipe: MergeRecipe, vlm: RoleInput) -> DType:
     if recipe.dtype != "auto":
         return OUTPUT_DTYPES[recipe.dtype]
     first = next(iter(vlm.layout.blocks[0].values()))
     stored = vlm.checkpoint.info(first).dtype
-    return stored if stored in OUTPUT_DTYPES.values() else torch.float32
+    return stored if stored in OUTPUT_DTYPES.values() else F32
 
 
-def _plan(vlm: RoleInput, out_dtype: torch.dtype, keep_copy_dtype: bool, tokens: TokenPlan) -> list[PlannedTensor]:
+def _plan(vlm: RoleInput, out_dtype: DType, keep_copy_dtype: bool, tokens: TokenPlan) -> list[PlannedTensor]:
     """Every output tensor in the order the merge produces it: others, blocks, shared."""
     layout = vlm.layout
 
@@ -365,7 +364,7 @@ class _StatsAhead:
     ) -> None:
         self._inputs, self._blocks, self._known = inputs, blocks, known
         ahead = ahead and known is None
-        self._ws = Workspace(chunk, torch.float32, allow_nonfinite=allow_nonfinite) if ahead else None
+        self._ws = Workspace(chunk, F32, allow_nonfinite=allow_nonfinite) if ahead else None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="frankmerge-stats") if ahead else None
         self._pending: dict[int, Future[BlockStats]] = {}
 

@@ -11,21 +11,25 @@ all see the right τ_R without a second copy of the merge code.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
+from frankmerge.casting import as_float32
+from frankmerge.checkpoints.dtypes import F32, to_torch
 from frankmerge.checkpoints.reader import TensorInfo
 
 if TYPE_CHECKING:
+    import torch
+
     from frankmerge.inputs import RoleInput
 
 
 class TransplantedReasoner:
     """Reads, for each tensor of one decoder block of the reasoner, θ_R − θ_0R + θ_0 (float32).
 
-    Duck-types the part of ``Checkpoint`` that streaming uses (``info``, ``read_chunk``,
-    ``release``); tensors are named by the reasoner's own names.
+    Duck-types the part of ``Checkpoint`` that streaming uses (``info``, ``read_array``,
+    ``release``; ``read_chunk`` for torch's callers); tensors are named by the reasoner's own names.
     """
 
     def __init__(self, reasoner: RoleInput, reasoner_base: RoleInput, base: RoleInput, index: int) -> None:
@@ -36,13 +40,18 @@ class TransplantedReasoner:
         }
 
     def info(self, name: str) -> TensorInfo:
-        return replace(self._reasoner.info(name), dtype=torch.float32)
+        return replace(self._reasoner.info(name), dtype=F32)
+
+    def read_array(self, name: str, start: int, count: int) -> np.ndarray[Any, Any]:
+        """θ_R − θ_0R + θ_0 over ``[start, start+count)``, each term widened to float32 first."""
+        own_base, base = self._names[name]
+        values = as_float32(self._reasoner.read_array(name, start, count), self._reasoner.info(name).dtype)
+        values -= as_float32(self._reasoner_base.read_array(own_base, start, count), self._reasoner_base.info(own_base).dtype)
+        values += as_float32(self._base.read_array(base, start, count), self._base.info(base).dtype)
+        return values
 
     def read_chunk(self, name: str, start: int, count: int) -> torch.Tensor:
-        own_base, base = self._names[name]
-        values = self._reasoner.read_chunk(name, start, count).to(torch.float32, copy=True)
-        values.sub_(self._reasoner_base.read_chunk(own_base, start, count))
-        return values.add_(self._base.read_chunk(base, start, count))
+        return to_torch(self.read_array(name, start, count), F32)
 
     def release(self, name: str, start: int, count: int) -> None:
         own_base, base = self._names[name]

@@ -13,10 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from frankmerge import __version__
-from frankmerge.checkpoints.dtypes import dtype_name
+from frankmerge.checkpoints.dtypes import DType, dtype_name
 from frankmerge.methods.frank import MINMAX_BOUNDS, BlockCoefficients, BlockStats
 from frankmerge.recipe import MergeRecipe
 
@@ -116,7 +114,7 @@ def write_report(
     shared: list[dict[str, object]],
     method_settings: dict[str, object],
     tokens: dict[str, object],
-    out_dtype: torch.dtype,
+    out_dtype: DType,
     weight_files: list[str],
     wall_time_s: float,
     peak_rss_bytes: int,

@@ -10,9 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-import torch
+import numpy as np
 
+from frankmerge.casting import cast_into
+from frankmerge.checkpoints.dtypes import F32
 from frankmerge.checkpoints.writer import ShardedWriter
 from frankmerge.errors import RecipeError
 from frankmerge.inputs import RoleInput
@@ -87,7 +90,8 @@ def write_shared(
             write_merged(ws, writer, triple[0].name, triple, *lambdas, rows * per_row, vlm_info.numel, patch=patch)
             records.append(SharedRecord(triple[0].name, "merged", rows - len(kept), *lambdas, kept_vlm_rows=len(kept)))
         if appended is not None:
-            writer.write(triple[0].name, appended.to(writer.expect().dtype))
+            dtype = writer.expect().dtype
+            writer.write(triple[0].name, cast_into(writer.buffer(appended.size, dtype), dtype, appended, F32))
     return records
 
 
@@ -115,15 +119,15 @@ def _keep_vlm_rows(vlm: Source, width: int, kept: list[int], patch: RowPatch | N
 
 def _carried_rows(
     ws: Workspace, reasoner: Source, vlm_shape: tuple[int, ...], carried: list[CarriedToken]
-) -> tuple[RowPatch | None, torch.Tensor | None]:
+) -> tuple[RowPatch | None, np.ndarray[Any, Any] | None]:
     """The reasoner's rows of the carried tokens: patches inside the VLM's matrix, and rows past its end."""
     if not carried:
         return None, None
     rows, width = vlm_shape[0], vlm_shape[1]
-    values = {t.merged_id: ws.read_f32(reasoner, t.reasoner_id * width, width).clone() for t in carried}
+    values = {t.merged_id: ws.read_f32(reasoner, t.reasoner_id * width, width).copy() for t in carried}
     beyond = sorted(i for i in values if i >= rows)
     if beyond and beyond != list(range(rows, rows + len(beyond))):
         raise RecipeError(f"the VLM's tokenizer uses ids past its {rows} embedding rows; its checkpoint looks inconsistent")
     patch = RowPatch(width, {i: v for i, v in values.items() if i < rows}) if len(beyond) < len(values) else None
-    appended = torch.stack([values[i] for i in beyond]).reshape(-1) if beyond else None
+    appended = np.stack([values[i] for i in beyond]).reshape(-1) if beyond else None
     return patch, appended

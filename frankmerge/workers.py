@@ -11,10 +11,14 @@ from two threads at once (statistics of block l+1 while block l is merged), whic
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 T = TypeVar("T")
 
@@ -80,3 +84,36 @@ def using(threads: int) -> Iterator[Workers]:
         else:
             _shared["workers"] = previous
         workers.close()
+
+
+_torch_setting: dict[str, int] = {}  # "threads": what torch should use inside ``torch_threads``; "restore": its own
+
+
+def torch_module() -> ModuleType:
+    """torch, imported on first use (~1.5 s, so only where it computes), on the threads ``torch_threads`` set."""
+    import torch
+
+    wanted = _torch_setting.get("threads")
+    if wanted is not None and torch.get_num_threads() != wanted:
+        _torch_setting.setdefault("restore", torch.get_num_threads())
+        torch.set_num_threads(wanted)
+    return torch
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch, if used inside (by ``torch_module``), runs on ``threads`` threads; its count is restored on exit.
+
+    torch's reductions split by thread count, so a merge gives torch one thread unless its work is element-wise.
+    """
+    _torch_setting.clear()
+    _torch_setting["threads"] = threads
+    if "torch" in sys.modules:
+        torch_module()
+    try:
+        yield
+    finally:
+        restore = _torch_setting.get("restore")
+        _torch_setting.clear()
+        if restore is not None:
+            sys.modules["torch"].set_num_threads(restore)

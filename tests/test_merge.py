@@ -62,6 +62,23 @@ def test_merge_matches_independent_reference(tiny_triple, tmp_path: Path, family
             assert torch.equal(merged[name], tensor), f"{name} must be the VLM's, bit-exact"
 
 
+def test_float64_inputs_merge_on_torchs_path(tiny_triple, tmp_path: Path):
+    """float64 inputs, which the kernels do not take, merge through torch into float32 blocks (the
+    output dtype ``auto`` gives when the VLM's is not an output dtype); tensors kept stay float64."""
+    triple = tiny_triple("qwen2_vl", dtype="float64")
+    out = tmp_path / "merged"
+    prior = Prior(kind="exponential", alpha=0.3)
+    merge(_recipe(triple, prior), out, progress=False)
+    ref = reference_merge(triple.vlm, triple.reasoner, triple.base, prior.kind, prior.alpha)
+    merged = load_dir(out)
+    for name, expected in ref["expected"].items():
+        assert merged[name].dtype == torch.float32
+        torch.testing.assert_close(merged[name].double(), expected, **TOLERANCE["float32"], msg=name)
+    for name, tensor in ref["vlm_state"].items():
+        if name not in ref["expected"] and "visual" in name:
+            assert torch.equal(merged[name], tensor), f"{name} must be the VLM's, bit-exact"
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_merged_model_loads_and_sees_an_image(tiny_triple, tmp_path: Path, family: str):
     triple = tiny_triple(family)
@@ -193,6 +210,7 @@ def test_source_rows_restore_runs_across_chunk_boundaries(tmp_path: Path):
     """merge_shared's kept rows are read on demand: runs cut by chunk edges, carried rows on top."""
     from safetensors.torch import save_file
 
+    from frankmerge.checkpoints.dtypes import F32
     from frankmerge.streaming import RowPatch, SourceRows
 
     width, matrix = 5, torch.randn(40, 5).bfloat16()
@@ -204,7 +222,7 @@ def test_source_rows_restore_runs_across_chunk_boundaries(tmp_path: Path):
         )
         out = torch.zeros(40 * width)
         for start in range(0, out.numel(), 23):  # chunks that end inside rows
-            restore.apply(start, out[start : start + 23])
+            restore.apply(start, out[start : start + 23].numpy(), F32)  # a view: writes land in ``out``
     expected = torch.zeros(40, width)
     expected[rows] = matrix[rows].float()
     expected[4] = 9.0

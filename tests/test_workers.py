@@ -130,3 +130,15 @@ def test_analyze_and_drift_prior_pass_threads_to_the_workers(tiny_triple, tmp_pa
     assert seen == [3, 2]
     default = CliRunner().invoke(main, ["drift-prior", *roles, "--out", str(tmp_path / "q.safetensors")])
     assert default.exit_code == 0 and seen[-1] == workers.available_cores()
+
+
+def test_torch_runs_on_the_merges_thread_count_and_gets_its_own_back() -> None:
+    """torch, when a merge needs it, computes on the count ``torch_threads`` set; after, its own count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with workers.torch_threads(1):
+            assert workers.torch_module().get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)

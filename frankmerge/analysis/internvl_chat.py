@@ -199,7 +199,7 @@ def load_native(weights: Checkpoint, raw: dict[str, Any], image_token_id: int, w
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}); is this an InternVL2.5/InternVL2 chat checkpoint?"
         )
     if kwargs.get("dtype", "auto") == "auto":  # the stored dtype, as from_pretrained's "auto" would read it
-        kwargs["dtype"] = weights.info(weights.names()[0]).dtype
+        kwargs["dtype"] = weights.info(weights.names()[0]).dtype.torch
     model = InternVLForConditionalGeneration.from_pretrained(None, config=config, state_dict=state, **kwargs)
     return model.eval()
 

@@ -252,9 +252,7 @@ def tensor_sums(ws: Workspace, scratch: torch.Tensor, sources: tuple[Source, Sou
                     Sums(0, tau_vv, tau_rr, tau_vr, theta_00, theta_vv, theta_rr, theta_vr, diff_sq, int(conflicts))
                 )  # fmt: skip
             continue
-        theta_v = ws.read_f32(vlm, start, count)
-        theta_r = ws.read_f32(reasoner, start, count)
-        theta_0 = ws.read_f32(base, start, count)
+        theta_v, theta_r, theta_0 = (torch.from_numpy(ws.read_f32(s, start, count)) for s in sources)
         sums.theta_vv += dot64(theta_v, theta_v)
         sums.theta_rr += dot64(theta_r, theta_r)
         sums.theta_vr += dot64(theta_v, theta_r)

@@ -16,9 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from frankmerge.checkpoints.dtypes import SAFETENSORS_TO_TORCH, element_size
+from frankmerge.checkpoints.dtypes import SAFETENSORS, DType, element_size
 from frankmerge.errors import CorruptCheckpointError
 
 MAX_HEADER_BYTES = 100_000_000  # the safetensors library's limit
@@ -33,7 +31,7 @@ class TensorInfo:
     """Where one tensor lives and what it looks like."""
 
     name: str
-    dtype: torch.dtype
+    dtype: DType
     shape: tuple[int, ...]
     file: Path
     offset: int  # absolute byte offset of the data in ``file`` (safetensors only)
@@ -148,14 +146,14 @@ def _check_metadata(path: Path, metadata: object) -> None:
         raise CorruptCheckpointError(f"{path}: corrupt safetensors header (__metadata__: {exc}); {REFETCH}") from exc
 
 
-def _entry(path: Path, name: str, entry: object) -> tuple[str, torch.dtype, tuple[int, ...], int, int]:
+def _entry(path: Path, name: str, entry: object) -> tuple[str, DType, tuple[int, ...], int, int]:
     """(name, dtype, shape, begin, end) of one tensor entry, each field checked."""
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
         raise CorruptCheckpointError(f"{path}: tensor {name!r}: header entry needs dtype, shape and data_offsets; {REFETCH}")
     code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if not isinstance(code, str) or code not in SAFETENSORS_TO_TORCH:
+    if not isinstance(code, str) or code not in SAFETENSORS:
         raise CorruptCheckpointError(
-            f"{path}: tensor {name!r} has dtype {_short(code)}, not one of {', '.join(SAFETENSORS_TO_TORCH)}; {REFETCH} "
+            f"{path}: tensor {name!r} has dtype {_short(code)}, not one of {', '.join(SAFETENSORS)}; {REFETCH} "
             "or convert the tensor"
         )
     if not isinstance(shape, list) or not all(_is_usize(d) for d in shape):
@@ -167,7 +165,7 @@ def _entry(path: Path, name: str, entry: object) -> tuple[str, torch.dtype, tupl
             f"{path}: tensor {name!r} has data_offsets {_short(offsets)}, not two non-negative integers; {REFETCH}"
         )
     begin, end = offsets
-    dtype = SAFETENSORS_TO_TORCH[code]
+    dtype = SAFETENSORS[code]
     nbytes = 1
     for dim in (*shape, element_size(dtype)):  # in the library's order, so a size it cannot hold is refused
         nbytes *= dim
@@ -181,7 +179,7 @@ def _entry(path: Path, name: str, entry: object) -> tuple[str, torch.dtype, tupl
     return name, dtype, tuple(shape), begin, end
 
 
-def _check_tiling(path: Path, spans: list[tuple[str, torch.dtype, tuple[int, ...], int, int]], data_bytes: int) -> None:
+def _check_tiling(path: Path, spans: list[tuple[str, DType, tuple[int, ...], int, int]], data_bytes: int) -> None:
     """The tensors' byte ranges, sorted, must cover the data section exactly: no gap, overlap or tail."""
     expected = 0
     for name, _, _, begin, end in sorted(spans, key=lambda span: (span[3], span[4])):

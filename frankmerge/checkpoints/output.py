@@ -10,9 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
-
-from frankmerge.checkpoints.dtypes import dtype_name
+from frankmerge.checkpoints.dtypes import DType, dtype_name
 from frankmerge.checkpoints.reader import Checkpoint
 from frankmerge.checkpoints.writer import PlannedTensor
 from frankmerge.errors import DiskFullError, IncompleteOutputError, OutputExistsError, human_size
@@ -78,7 +76,7 @@ def copy_side_files(source: Path, destination: Path, *, skip: str | None = None)
 
 
 def write_config(
-    raw: dict[str, object], destination: Path, *, tied: bool, dtype: torch.dtype, vocab_rows: int | None = None
+    raw: dict[str, object], destination: Path, *, tied: bool, dtype: DType, vocab_rows: int | None = None
 ) -> dict[str, object]:
     """The VLM's config.json, edited only where the merge changes facts: tying and dtype.
 

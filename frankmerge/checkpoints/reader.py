@@ -4,7 +4,9 @@ Safetensors files are parsed from their JSON header (checked in ``header.py``) a
 reach the file); a chunk is a view of the mapping, so reading costs no copy out of the page cache. Callers ``release`` each
 chunk once consumed, which drops its pages from the process's mapping (not from the page cache),
 so touched pages never accumulate in resident memory and a merge's peak RSS stays flat whatever
-the model size. Pickled ``.bin`` checkpoints are only opened when the caller allows it, and then
+the model size. Chunks are numpy arrays (``read_array``; bfloat16 as its ``uint16`` bits, see
+``dtypes.py``), so the merge never imports torch; ``read_chunk``, ``chunks`` and ``load`` give torch
+tensors to the commands that compute with torch. Pickled ``.bin`` checkpoints are only opened when the caller allows it, and then
 with ``torch.load(weights_only=True)``, which cannot execute code.
 """
 
@@ -17,12 +19,16 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
-from frankmerge.checkpoints.dtypes import element_size
+from frankmerge.checkpoints.dtypes import as_dtype, element_size, from_torch, to_torch
 from frankmerge.checkpoints.header import TensorInfo, read_safetensors_header
 from frankmerge.errors import CorruptCheckpointError, UnsafeCheckpointError, one_line
+
+if TYPE_CHECKING:
+    import torch
 
 # Reads smaller than this are copied with ``pread`` rather than mapped. A page fault maps not one
 # page but the page-cache pages around it (fault-around: 64 KiB by default, a whole large folio on
@@ -51,7 +57,7 @@ class Checkpoint:
         self._tensors: dict[str, TensorInfo] = {}
         self._pickled: dict[str, torch.Tensor] = {}
         self._fds: dict[Path, int] = {}
-        self._maps: dict[Path, torch.Tensor] = {}
+        self._maps: dict[Path, np.ndarray[Any, Any]] = {}
         self._mmaps: dict[Path, mmap.mmap] = {}
         self._fd_lock = threading.Lock()
         index = directory / SAFE_INDEX
@@ -103,13 +109,15 @@ class Checkpoint:
             path = directory / shard_name
             if not path.is_file():
                 raise CorruptCheckpointError(f"{path}: shard listed in {index.name} is missing; re-download the checkpoint")
+            import torch
+
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             except Exception as exc:  # torch raises many types for bad archives
                 raise CorruptCheckpointError(f"{path}: cannot load with weights_only=True ({one_line(exc)})") from exc
             for name, tensor in state.items():
                 self._pickled[name] = tensor
-                self._tensors[name] = TensorInfo(name, tensor.dtype, tuple(tensor.shape), path, -1)
+                self._tensors[name] = TensorInfo(name, as_dtype(tensor.dtype), tuple(tensor.shape), path, -1)
             self.files.append(path)
 
     # -- queries -------------------------------------------------------------------------------
@@ -126,8 +134,8 @@ class Checkpoint:
         return sum(info.nbytes for info in self._tensors.values())
 
     # -- reads ---------------------------------------------------------------------------------
-    def read_chunk(self, name: str, start: int, count: int) -> torch.Tensor:
-        """Elements ``[start, start+count)`` of the flattened tensor, in its stored dtype.
+    def read_array(self, name: str, start: int, count: int) -> np.ndarray[Any, Any]:
+        """Elements ``[start, start+count)`` of the flattened tensor, as its dtype's ``storage`` array.
 
         For safetensors the result is a view of the file's private (copy-on-write) mapping: writing
         into it never reaches the file, but a ``release`` discards what was written. ``release`` the
@@ -136,7 +144,7 @@ class Checkpoint:
         """
         info = self._tensors[name]
         if info.offset < 0:
-            return self._pickled[name].reshape(-1)[start : start + count]
+            return from_torch(self._pickled[name].reshape(-1)[start : start + count])
         size = element_size(info.dtype)
         begin = info.offset + start * size
         if count * size < COPY_BELOW:
@@ -145,8 +153,12 @@ class Checkpoint:
         _populate(self._mmaps[info.file], begin, count * size)
         data = whole[begin : begin + count * size]
         if begin % size:  # a writer that does not align tensors: the view needs its own aligned bytes
-            data = data.clone()
-        return data.view(info.dtype)
+            data = data.copy()
+        return data.view(info.dtype.storage)
+
+    def read_chunk(self, name: str, start: int, count: int) -> torch.Tensor:
+        """``read_array`` as a torch tensor of the stored dtype (a view of the same bytes; imports torch)."""
+        return to_torch(self.read_array(name, start, count), self._tensors[name].dtype)
 
     def release(self, name: str, start: int, count: int) -> None:
         """Drop the pages of a consumed chunk from this process's mapping (they stay in the page cache)."""
@@ -159,10 +171,10 @@ class Checkpoint:
         if end > begin:
             self._mmaps[info.file].madvise(mmap.MADV_DONTNEED, begin, end - begin)
 
-    def _copy(self, name: str, info: TensorInfo, begin: int, count: int) -> torch.Tensor:
-        """``count`` elements from byte ``begin`` of ``info``'s file, read into a new tensor."""
-        out = torch.empty(count, dtype=info.dtype)
-        buffer = out.view(torch.uint8).numpy()
+    def _copy(self, name: str, info: TensorInfo, begin: int, count: int) -> np.ndarray[Any, Any]:
+        """``count`` elements from byte ``begin`` of ``info``'s file, read into a new array."""
+        out = np.empty(count, dtype=info.dtype.storage)
+        buffer = out.view(np.uint8)
         fd, done = self._fd(info.file), 0
         while done < buffer.size:
             got = os.preadv(fd, [buffer[done:]], begin + done)
@@ -171,18 +183,18 @@ class Checkpoint:
             done += got
         return out
 
-    def _mapped(self, path: Path) -> torch.Tensor:
+    def _mapped(self, path: Path) -> np.ndarray[Any, Any]:
         whole = self._maps.get(path)
         if whole is None:
             fd = self._fd(path)
             with self._fd_lock:
                 whole = self._maps.get(path)
                 if whole is None:
-                    # Private and writable: tensors built on it are ordinary writable tensors whose
+                    # Private and writable: arrays built on it are ordinary writable arrays whose
                     # writes stay in this process (copy-on-write), never in the checkpoint.
                     mapping = mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
                     self._mmaps[path] = mapping
-                    whole = self._maps[path] = torch.frombuffer(mapping, dtype=torch.uint8)
+                    whole = self._maps[path] = np.frombuffer(mapping, dtype=np.uint8)
         return whole
 
     def byte_range(self, name: str) -> tuple[int, int, int] | None:
@@ -192,13 +204,19 @@ class Checkpoint:
             return None
         return self._fd(info.file), info.offset, info.numel * element_size(info.dtype)
 
-    def chunks(self, name: str, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
-        """Yield ``(start, flat_chunk)`` over the whole tensor."""
+    def arrays(self, name: str, chunk: int) -> Iterator[tuple[int, np.ndarray[Any, Any]]]:
+        """Yield ``(start, flat_chunk)`` over the whole tensor, each chunk released once the next is asked for."""
         numel = self._tensors[name].numel
         for start in range(0, numel, chunk):
             count = min(chunk, numel - start)
-            yield start, self.read_chunk(name, start, count)
+            yield start, self.read_array(name, start, count)
             self.release(name, start, count)
+
+    def chunks(self, name: str, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """``arrays`` as torch tensors."""
+        dtype = self._tensors[name].dtype
+        for start, values in self.arrays(name, chunk):
+            yield start, to_torch(values, dtype)
 
     def load(self, name: str) -> torch.Tensor:
         """The whole tensor in memory (for small tensors and tests)."""

@@ -8,6 +8,7 @@ With ``background=True`` the file writes run on a thread of their own, overlappi
 arithmetic: on a VM, writing into the page cache costs as much CPU as the merge itself. Chunks go
 through a ring of a few preallocated slots (``buffer`` lends one to fill in place, so nothing is
 copied twice); the bookkeeping stays on the caller's thread, errors surface there, in order.
+Chunks are numpy arrays (a dtype's ``storage`` type, see ``dtypes.py``); torch tensors are taken too.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
 from frankmerge import timing
-from frankmerge.checkpoints.dtypes import TORCH_TO_SAFETENSORS, element_size
+from frankmerge.checkpoints.dtypes import DType, as_dtype, element_size, from_torch
 from frankmerge.checkpoints.reader import SAFE_INDEX
 from frankmerge.errors import DiskFullError
+
+if TYPE_CHECKING:
+    import torch
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
@@ -35,8 +40,11 @@ _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 @dataclass(frozen=True)
 class PlannedTensor:
     name: str
-    dtype: torch.dtype
+    dtype: DType  # a torch dtype or a name is turned into its DType
     shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", as_dtype(self.dtype))
 
     @property
     def nbytes(self) -> int:
@@ -86,7 +94,7 @@ class ShardedWriter:
         self._handle: io.FileIO | None = None
         self._open_shard = -1
         self._background = _Background(slot_bytes, slots) if background else None
-        self._lent: torch.Tensor | None = None  # the slot ``buffer`` handed out, not yet written
+        self._lent: np.ndarray[Any, Any] | None = None  # the slot ``buffer`` handed out, not yet written
 
     @property
     def total_bytes(self) -> int:
@@ -98,35 +106,40 @@ class ShardedWriter:
     def expect(self) -> PlannedTensor:
         return self._order[self._position]
 
-    def buffer(self, count: int, dtype: torch.dtype) -> torch.Tensor:
-        """A flat tensor to fill and pass to ``write`` (a free background slot; else a new tensor)."""
+    def buffer(self, count: int, dtype: DType | torch.dtype) -> np.ndarray[Any, Any]:
+        """A flat array of ``dtype``'s storage type to fill and pass to ``write`` (a free background slot; else a new array)."""
+        dtype = as_dtype(dtype)
         if self._background is None or count * element_size(dtype) > self._background.slot_bytes:
-            return torch.empty(count, dtype=dtype)
+            return np.empty(count, dtype=dtype.storage)
         slot = self._background.acquire()
         self._lent = slot
-        return slot[: count * element_size(dtype)].view(dtype)
+        return slot[: count * element_size(dtype)].view(dtype.storage)
 
-    def write(self, name: str, chunk: torch.Tensor) -> None:
+    def write(self, name: str, chunk: np.ndarray[Any, Any] | torch.Tensor) -> None:
         """Append a flat chunk of tensor ``name``; tensors must arrive whole and in plan order."""
         planned = self._begin(name)
-        if chunk.dtype != planned.dtype:
-            raise TypeError(f"{name}: chunk dtype {chunk.dtype} != planned {planned.dtype}")
-        data = chunk.contiguous().reshape(-1).view(torch.uint8)
+        if not isinstance(chunk, np.ndarray):
+            if as_dtype(chunk.dtype) != planned.dtype:
+                raise TypeError(f"{name}: chunk dtype {chunk.dtype} != planned {planned.dtype}")
+            chunk = from_torch(chunk.contiguous())
+        elif chunk.dtype != planned.dtype.storage:
+            raise TypeError(f"{name}: chunk of numpy type {chunk.dtype} != planned {planned.dtype} ({planned.dtype.storage})")
+        data = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
         if self._background is None:
-            self._append(planned, memoryview(data.numpy()))
+            self._append(planned, memoryview(data))
             return
         lent, self._lent = self._lent, None
-        if lent is not None and data.numel() and data.data_ptr() == lent.data_ptr():
-            self._queue_data(lent, data.numel())
+        if lent is not None and data.size and data.ctypes.data == lent.ctypes.data:
+            self._queue_data(lent, data.size)
         else:
             if lent is not None:
                 self._background.release(lent)
-            for start in range(0, data.numel(), self._background.slot_bytes):
+            for start in range(0, data.size, self._background.slot_bytes):
                 piece = data[start : start + self._background.slot_bytes]
                 slot = self._background.acquire()
-                slot[: piece.numel()].copy_(piece)
-                self._queue_data(slot, piece.numel())
-        self._advance(planned, data.numel())
+                slot[: piece.size] = piece
+                self._queue_data(slot, piece.size)
+        self._advance(planned, data.size)
 
     def copy_from(self, name: str, source_fd: int, offset: int, nbytes: int) -> None:
         """Append raw bytes of ``name`` straight from another file (kernel-side copy when possible)."""
@@ -200,7 +213,7 @@ class ShardedWriter:
         self._raw_write(data, self.directory / self.shard_name(self._open_shard))
         self._advance(planned, len(data))
 
-    def _queue_data(self, slot: torch.Tensor, nbytes: int) -> None:
+    def _queue_data(self, slot: np.ndarray[Any, Any], nbytes: int) -> None:
         assert self._background is not None
         path = self.directory / self.shard_name(self._open_shard)
         self._background.submit(lambda data: self._raw_write(data, path), slot, nbytes)
@@ -236,7 +249,7 @@ class ShardedWriter:
         offset = 0
         for tensor in self.shards[shard]:
             header[tensor.name] = {
-                "dtype": TORCH_TO_SAFETENSORS[tensor.dtype],
+                "dtype": tensor.dtype.code,
                 "shape": list(tensor.shape),
                 "data_offsets": [offset, offset + tensor.nbytes],
             }
@@ -272,23 +285,23 @@ class _Background:
 
     def __init__(self, slot_bytes: int, slots: int) -> None:
         self.slot_bytes = slot_bytes
-        self._free: queue.SimpleQueue[torch.Tensor] = queue.SimpleQueue()
+        self._free: queue.SimpleQueue[np.ndarray[Any, Any]] = queue.SimpleQueue()
         for _ in range(max(2, slots)):
-            self._free.put(torch.empty(slot_bytes, dtype=torch.uint8))
-        self._jobs: queue.Queue[tuple[Callable[[memoryview], None], torch.Tensor, int] | None] = queue.Queue()
+            self._free.put(np.empty(slot_bytes, dtype=np.uint8))
+        self._jobs: queue.Queue[tuple[Callable[[memoryview], None], np.ndarray[Any, Any], int] | None] = queue.Queue()
         self._error: BaseException | None = None
         self._failed = False
         self._thread = threading.Thread(target=self._run, name="frankmerge-writer", daemon=True)
         self._thread.start()
 
-    def acquire(self) -> torch.Tensor:
+    def acquire(self) -> np.ndarray[Any, Any]:
         self._raise()
         return self._free.get()
 
-    def release(self, slot: torch.Tensor) -> None:
+    def release(self, slot: np.ndarray[Any, Any]) -> None:
         self._free.put(slot)
 
-    def submit(self, write: Callable[[memoryview], None], slot: torch.Tensor, nbytes: int) -> None:
+    def submit(self, write: Callable[[memoryview], None], slot: np.ndarray[Any, Any], nbytes: int) -> None:
         self._raise()
         self._jobs.put((write, slot, nbytes))
 
@@ -319,7 +332,7 @@ class _Background:
                 try:
                     if not self._failed:
                         with timing.phase("writes"):
-                            write(memoryview(slot[:nbytes].numpy()))
+                            write(memoryview(slot[:nbytes]))
                 finally:
                     self.release(slot)
             except BaseException as exc:  # handed to the caller's thread

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
+
+from frankmerge.casting import as_float64
 
 if TYPE_CHECKING:
     from frankmerge.inputs import RoleInput
@@ -75,7 +77,7 @@ def relative_distances(pairs: list[tuple[RoleInput, RoleInput, str]], blocks: li
         sums = {id(result): [0.0, 0.0] for result in live}
         suffixes = sorted({k for r in live for k in by_result[id(r)][0].layout.blocks[index]})
         for suffix in suffixes:
-            rows: dict[int, torch.Tensor] = {}
+            rows: dict[int, np.ndarray[Any, Any]] = {}
             for result in [r for r in live if r.problem is None]:
                 a, ref, _ = by_result[id(result)]
                 block_a, block_r = a.layout.blocks[index], ref.layout.blocks[index]
@@ -90,8 +92,8 @@ def relative_distances(pairs: list[tuple[RoleInput, RoleInput, str]], blocks: li
                     if id(item) not in rows:
                         rows[id(item)] = sampled_rows(item, name)
                 values_a, values_r = rows[id(a)], rows[id(ref)]
-                sums[id(result)][0] += float(torch.sum((values_a - values_r) ** 2))
-                sums[id(result)][1] += float(torch.sum(values_r**2))
+                sums[id(result)][0] += float(np.sum((values_a - values_r) ** 2))
+                sums[id(result)][1] += float(np.sum(values_r**2))
         for result in live:
             if result.problem is None:
                 diff_sq, ref_sq = sums[id(result)]
@@ -99,7 +101,7 @@ def relative_distances(pairs: list[tuple[RoleInput, RoleInput, str]], blocks: li
     return results
 
 
-def sampled_rows(item: RoleInput, name: str, rows: int = SAMPLED_ROWS) -> torch.Tensor:
+def sampled_rows(item: RoleInput, name: str, rows: int = SAMPLED_ROWS) -> np.ndarray[Any, Any]:
     """Evenly spaced rows of one tensor as float64 (the whole tensor when it has few rows)."""
     info = item.checkpoint.info(name)
     n_rows = info.shape[0] if info.shape else 1
@@ -107,10 +109,9 @@ def sampled_rows(item: RoleInput, name: str, rows: int = SAMPLED_ROWS) -> torch.
     picks = range(n_rows) if n_rows <= rows else sorted({round(i * (n_rows - 1) / (rows - 1)) for i in range(rows)})
     parts = []
     for row in picks:
-        chunk = item.checkpoint.read_chunk(name, row * width, width).to(torch.float64)
+        parts.append(as_float64(item.checkpoint.read_array(name, row * width, width), info.dtype))
         item.checkpoint.release(name, row * width, width)
-        parts.append(chunk)
-    return torch.cat(parts)
+    return np.concatenate(parts)
 
 
 @dataclass

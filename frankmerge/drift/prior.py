@@ -55,7 +55,7 @@ def prior_dtype(name: str) -> torch.dtype:
     """``"bfloat16"`` -> torch.bfloat16, with an error listing the valid names."""
     if name not in OUTPUT_DTYPES:
         raise DriftOptionError(f"--dtype {name!r}: unknown; valid dtypes are {', '.join(OUTPUT_DTYPES)}")
-    return OUTPUT_DTYPES[name]
+    return OUTPUT_DTYPES[name].torch
 
 
 def build_prior(vlm: str | Path, reasoner: str | Path, out: str | Path, options: PriorOptions | None = None) -> DriftPrior:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from frankmerge.checkpoints.dtypes import SAFETENSORS_TO_TORCH, TORCH_TO_SAFETENSORS, element_size
+from frankmerge.checkpoints.dtypes import SAFETENSORS, as_dtype, element_size
 from frankmerge.drift.errors import PriorFormatError
 from frankmerge.errors import one_line
 
@@ -121,7 +121,7 @@ class PriorWriter:
         for name, (dtype, shape) in plan.items():
             nbytes = element_size(dtype) * _numel(shape)
             self._entries[name] = {
-                "dtype": TORCH_TO_SAFETENSORS[dtype],
+                "dtype": as_dtype(dtype).code,
                 "shape": list(shape),
                 "data_offsets": [offset, offset + nbytes],
             }
@@ -213,8 +213,8 @@ class DriftPrior:
                     done += got
                 self.bytes_read += nbytes
                 shape = (stop - start, *info.shape[1:])
-                empty = torch.empty(shape, dtype=info.dtype)
-                yield name, torch.frombuffer(data, dtype=info.dtype).reshape(shape) if nbytes else empty
+                empty = torch.empty(shape, dtype=info.dtype.torch)
+                yield name, torch.frombuffer(data, dtype=info.dtype.torch).reshape(shape) if nbytes else empty
         finally:
             os.close(fd)
 
@@ -244,7 +244,7 @@ def load_prior(path: str | Path) -> DriftPrior:
         if stored.get(name) != entry.shape:
             found = "missing" if name not in stored else f"shaped {list(stored[name])}"
             raise PriorFormatError(f"{path}: tensor {name!r} is {found}, metadata says {list(entry.shape)}; rebuild the prior")
-        if SAFETENSORS_TO_TORCH.get(dtypes[name]) is None:
+        if SAFETENSORS.get(dtypes[name]) is None:
             raise PriorFormatError(f"{path}: tensor {name!r} has unsupported dtype {dtypes[name]}")
     return DriftPrior(path, meta)
 

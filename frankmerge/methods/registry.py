@@ -10,13 +10,14 @@ baseline is reproduced by its name alone.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from frankmerge.errors import RecipeError
 from frankmerge.methods.frank import MINMAX_BOUNDS, BlockCoefficients, BlockStats, frank_coefficients, prior_weights
-from frankmerge.methods.sparse import drop_and_rescale, elect_and_merge, tensor_generator, trim_by_magnitude
 from frankmerge.recipe import MergeRecipe
+
+if TYPE_CHECKING:
+    import torch
 
 # Published defaults: BR2V linear β = 0.9; FRANK's task-arithmetic row λ_V = 0.3 (λ_R = 1 − λ_V,
 # which the paper does not state); BR2V TIES weights 1.6 (VLM) / 0.2 (reasoner), density 0.2;
@@ -62,6 +63,8 @@ class Method:
 
     def merge_delta(self, tau_v: torch.Tensor, tau_r: torch.Tensor, name: str) -> torch.Tensor:
         """The merged delta of one tensor for TIES / DARE (float32, whole tensor)."""
+        from frankmerge.methods.sparse import drop_and_rescale, elect_and_merge, tensor_generator, trim_by_magnitude
+
         s = self.settings
         weights = list(s["weights"])  # type: ignore[call-overload]
         compat = bool(s["mergekit_compat"])
