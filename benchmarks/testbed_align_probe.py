@@ -66,14 +66,46 @@ def train_alignment(case: str, seed: int, setting: str, cache_dir: str) -> dict[
     }
 
 
+def text_ceiling(case: str, seed: int, cache_dir: str, batches: int = 16) -> dict[str, object]:
+    """The frozen base's LM loss on the text form of stage-1 data (each image replaced by its text
+    scene, the same words in the same cells): what stage 1 can reach if the image tokens read like
+    the scene words. A diagnosis added after probe 2's results (docs/testbed.md)."""
+    import numpy as np
+    import torch
+
+    from frankmerge.testbed.trained.encode import Encoder
+    from frankmerge.testbed.trained.models import load_model
+    from frankmerge.testbed.trained.tasks import vlm_data
+    from frankmerge.testbed.trained.vocab import testbed_chat_template
+
+    config = CASES[case].with_seed(seed)
+    base = load_model(stage_paths(config, Path(cache_dir))["base"]).eval()
+    encoder = Encoder(testbed_chat_template(config.system_prompt) if config.system_prompt else None)
+    rng, losses = np.random.default_rng(12345), []
+    with torch.no_grad():
+        for _ in range(batches):
+            pictured = [vlm_data(rng) for _ in range(32)]
+            text = [replace(e, prompt=" ".join(e.cell_words) + " " + e.prompt, image=None) for e in pictured]
+            batch = encoder.batch(text)
+            losses.append(float(base(**batch.model_inputs(), labels=batch.labels).loss))
+    return {"case": case, "seed": seed, "base_text_form_loss": round(sum(losses) / len(losses), 4)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("align_probe.json"))
     gentler = [name for name in SETTINGS if name[0] in "ab"]
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=gentler, help="default: probe 1's two")
     parser.add_argument("--workers", type=int, default=usable_cores())
+    parser.add_argument("--text-ceiling", action="store_true", help="only the bases' loss on the text form of stage-1 data")
     args = parser.parse_args()
     cache = str(default_cache_dir())
+    if args.text_ceiling:
+        rows = run_all([(text_ceiling, (case, seed, cache)) for case, seed in DEFAULT_RUNS], args.workers)
+        for row in rows:
+            print(f"{row['case']:7} seed {row['seed']}: base's loss on stage-1 data as text {row['base_text_form_loss']:.3f}")
+        args.out.write_text(json.dumps(rows, indent=2) + "\n")
+        return
     jobs = [(train_alignment, (case, seed, setting, cache)) for setting in args.settings for case, seed in DEFAULT_RUNS]
     results = run_all(jobs, args.workers)
     for row in results:
