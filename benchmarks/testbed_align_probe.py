@@ -46,7 +46,7 @@ def train_alignment(case: str, seed: int, setting: str, cache_dir: str) -> dict[
     config = CASES[case].with_seed(seed)
     base = stage_paths(config, Path(cache_dir))["base"]
     if not (base / "config.json").is_file():
-        raise SystemExit(f"error: no cached base at {base}; build it first with the testbed (frankmerge demo --seed {seed})")
+        raise SystemExit(f"error: no cached base at {base}; main() builds the bases first")
     stage = SETTINGS[setting]
     stage_seed = config.seed * 1000 + STAGES.index("vlm_align") + 1  # as build._build_stage seeds it
     model = vlm_from_base(load_model(base), config.size, stage_seed)
@@ -91,22 +91,48 @@ def text_ceiling(case: str, seed: int, cache_dir: str, batches: int = 16) -> dic
     return {"case": case, "seed": seed, "base_text_form_loss": round(sum(losses) / len(losses), 4)}
 
 
+def _base(case: str, seed: int, cache_dir: str) -> str:
+    """Train the case's base for this seed unless it is cached (one job per base, before any stage 1)."""
+    import torch
+
+    from frankmerge.testbed.trained.build import ensure_base
+
+    torch.set_num_threads(1)
+    return str(ensure_base(CASES[case].with_seed(seed), Path(cache_dir)))
+
+
+def _case_seed(text: str) -> tuple[str, int]:
+    case, _, seed = text.partition(":")
+    if case not in CASES or not seed.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected CASE:SEED with CASE one of {', '.join(CASES)}")
+    return case, int(seed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("align_probe.json"))
     gentler = [name for name in SETTINGS if name[0] in "ab"]
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=gentler, help="default: probe 1's two")
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        type=_case_seed,
+        default=list(DEFAULT_RUNS),
+        metavar="CASE:SEED",
+        help="cases and seeds, e.g. v2:2 prefix:1 [probes 1 and 2's four]",
+    )
     parser.add_argument("--workers", type=int, default=usable_cores())
     parser.add_argument("--text-ceiling", action="store_true", help="only the bases' loss on the text form of stage-1 data")
     args = parser.parse_args()
     cache = str(default_cache_dir())
+    run_all([(_base, (case, seed, cache)) for case, seed in dict.fromkeys(args.runs)], args.workers)
     if args.text_ceiling:
-        rows = run_all([(text_ceiling, (case, seed, cache)) for case, seed in DEFAULT_RUNS], args.workers)
+        rows = run_all([(text_ceiling, (case, seed, cache)) for case, seed in args.runs], args.workers)
         for row in rows:
             print(f"{row['case']:7} seed {row['seed']}: base's loss on stage-1 data as text {row['base_text_form_loss']:.3f}")
         args.out.write_text(json.dumps(rows, indent=2) + "\n")
         return
-    jobs = [(train_alignment, (case, seed, setting, cache)) for setting in args.settings for case, seed in DEFAULT_RUNS]
+    jobs = [(train_alignment, (case, seed, setting, cache)) for setting in args.settings for case, seed in args.runs]
     results = run_all(jobs, args.workers)
     for row in results:
         curve = " ".join(f"{loss:.2f}" for step, loss in row["losses"] if step % 100 == 0)  # type: ignore[union-attr]

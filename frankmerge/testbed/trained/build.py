@@ -121,6 +121,14 @@ def build_testbed(
     )
 
 
+def ensure_base(config: TestbedConfig, cache_dir: Path | None = None) -> Path:
+    """The cached base of ``config``, trained first if it is missing (for studies of one later stage)."""
+    paths = stage_paths(config, cache_dir or default_cache_dir())
+    if _stamp(paths["base"], config, "base") is None:
+        _build_stage("base", config, paths, False)
+    return paths["base"]
+
+
 def _stamp(path: Path, config: TestbedConfig, stage: str) -> dict[str, object] | None:
     """The stage's training log when ``path`` holds a complete stage for this config, else None."""
     try:
