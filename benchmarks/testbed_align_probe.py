@@ -76,11 +76,10 @@ def text_ceiling(case: str, seed: int, cache_dir: str, batches: int = 16) -> dic
     from frankmerge.testbed.trained.encode import Encoder
     from frankmerge.testbed.trained.models import load_model
     from frankmerge.testbed.trained.tasks import vlm_data
-    from frankmerge.testbed.trained.vocab import testbed_chat_template
 
     config = CASES[case].with_seed(seed)
     base = load_model(stage_paths(config, Path(cache_dir))["base"]).eval()
-    encoder = Encoder(testbed_chat_template(config.system_prompt) if config.system_prompt else None)
+    encoder = Encoder.with_system(config.system_prompt)
     rng, losses = np.random.default_rng(12345), []
     with torch.no_grad():
         for _ in range(batches):

@@ -47,7 +47,7 @@ from frankmerge.testbed.trained.study import (
 )
 from frankmerge.testbed.trained.tasks import EVAL_TASKS, THINK_OPENED_TASKS, Example, perception
 from frankmerge.testbed.trained.verdict import models_from_json, verdict_lines
-from frankmerge.testbed.trained.vocab import VISUAL_TOKENS, testbed_chat_template
+from frankmerge.testbed.trained.vocab import VISUAL_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ def uniform_attention_ratio(prompt: str, system: tuple[str, ...] = ()) -> float:
     """a_l if every query spread its attention uniformly over its causal keys (profile query
     "after_image": every prompt token after the image): the reference a trained model's a_l is read
     against (``system``: the testbed's default system turn, which lengthens the context)."""
-    encoder = Encoder(testbed_chat_template(system) if system else None)
+    encoder = Encoder.with_system(system)
     ids = encoder.prompt_ids(Example("profile", prompt, (), (), "", np.zeros((1, 1, 3), np.uint8)))
     last_visual = max(i for i, t in enumerate(ids) if t == encoder.image_id)
     ratios = [VISUAL_TOKENS / (p + 1) for p in range(last_visual + 1, len(ids))]

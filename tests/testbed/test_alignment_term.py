@@ -19,14 +19,6 @@ from frankmerge.testbed.trained.train import train_stage
 ALIGN = Stage(steps=50, lr=3e-3, warmup=2, batch=8, freeze_language_model=True)
 
 
-@pytest.fixture()
-def one_thread():  # type: ignore[no-untyped-def]
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_keys_change_only_with_the_term() -> None:
     assert DEFAULT.vlm_align is not None
     termed = replace(DEFAULT, vlm_align=replace(DEFAULT.vlm_align, align_embeddings=1.0))

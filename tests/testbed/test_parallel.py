@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,26 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from frankmerge.testbed.trained.build import build_testbed
-from frankmerge.testbed.trained.config import QUICK, Stage
 from frankmerge.testbed.trained.parallel import evaluate_many, run_all, usable_cores
-
-MICRO = replace(
-    QUICK,
-    name="micro",
-    base=Stage(steps=6, lr=3e-3, warmup=2, batch=8, cot_mix=0.05),
-    reasoner=Stage(steps=4, lr=1e-3, warmup=2, batch=8, text_mix=0.2),
-    vlm_align=Stage(steps=4, lr=3e-3, warmup=2, batch=8, freeze_language_model=True),
-    vlm=Stage(steps=4, lr=3e-4, warmup=2, batch=8, text_mix=0.2),
-)
-
-
-@pytest.fixture()
-def one_thread():  # type: ignore[no-untyped-def]
-    """Workers run one torch thread; the in-process reference must too, for bit-identical floats."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+from tests.testbed.micro import MICRO
 
 
 def _weights(directory: Path) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ import torch
 
 from frankmerge.testbed.tiny_tokenizers import IM_END, IM_START
 from frankmerge.testbed.trained.tasks import Example
-from frankmerge.testbed.trained.vocab import IMAGE_TOKEN, VISUAL_TOKENS, testbed_processor
+from frankmerge.testbed.trained.vocab import IMAGE_TOKEN, VISUAL_TOKENS, testbed_chat_template, testbed_processor
 
 IGNORE = -100
 
@@ -57,6 +57,11 @@ class Encoder:
         # What the template renders before any message (a default system turn): a dialogue's
         # follow-up turns, rendered one by one, must not repeat it.
         self.prefix_ids: list[int] = self._prefix_ids() if template is not None else []
+
+    @classmethod
+    def with_system(cls, system: tuple[str, ...] = ()) -> Encoder:
+        """The encoder of a testbed whose conversations open with ``system`` (none: the plain template)."""
+        return cls(testbed_chat_template(system) if system else None)
 
     def _prefix_ids(self) -> list[int]:
         """The ids the template renders before the first user turn (transformers refuses to render

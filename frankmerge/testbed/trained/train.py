@@ -20,7 +20,6 @@ from frankmerge.progress import progress_bar
 from frankmerge.testbed.trained.config import Stage
 from frankmerge.testbed.trained.encode import Batch, Encoder
 from frankmerge.testbed.trained.tasks import Example
-from frankmerge.testbed.trained.vocab import testbed_chat_template
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ def train_stage(
     (``system``: the default system turn every conversation opens with)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    encoder = Encoder(testbed_chat_template(system) if system else None)
+    encoder = Encoder.with_system(system)
     if stage.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     frozen_before = _freeze_language_model(model) if stage.freeze_language_model else None
