@@ -309,6 +309,14 @@ def _print_summary(result: Any) -> None:
     help="How the VLM is trained: llava (tower aligned to the frozen language model, brief fine-tune) "
     "or qwen (language model trained hard on images). See docs/testbed.md.",
 )
+@click.option(
+    "--testbed",
+    type=click.Choice(["v2", "v3"]),
+    default="v2",
+    show_default=True,
+    help="Testbed version: v3 adds a stage-1 term pulling each image token toward its cell word's embedding "
+    '(llava regime only; docs/testbed.md, "Testbed v3").',
+)
 @click.option("--no-drift", is_flag=True, help="Skip the SFT / DRIFT fine-tunes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Testbed seed (training data and initialisation).")
 @click.option("--items", type=int, help="Evaluation items per task [200; --quick 60].")
@@ -319,6 +327,7 @@ def demo(
     cache_dir: Path | None,
     quick: bool,
     regime: str,
+    testbed: str,
     no_drift: bool,
     seed: int,
     items: int | None,
@@ -335,7 +344,8 @@ def demo(
 
     torch.set_num_threads(1)  # tiny models: extra OpenMP threads only add contention
     base = DemoOptions.quick() if quick else DemoOptions()
-    overrides: dict[str, Any] = {"config": preset(regime, quick).with_seed(seed), "cache_dir": cache_dir, "rebuild": rebuild}
+    config = preset(regime, quick, testbed).with_seed(seed)
+    overrides: dict[str, Any] = {"config": config, "cache_dir": cache_dir, "rebuild": rebuild}
     if no_drift:
         overrides["drift"] = None
     overrides["progress"] = not quiet

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from frankmerge.drift.data import load_chat_jsonl
-from frankmerge.testbed.trained.config import DEFAULT, DEFAULT_QWEN, QUICK, QUICK_QWEN, preset
+from frankmerge.testbed.trained.config import (
+    DEFAULT,
+    DEFAULT_QWEN,
+    DEFAULT_V3,
+    QUICK,
+    QUICK_QWEN,
+    QUICK_V3,
+    preset,
+    with_alignment_term,
+)
 from frankmerge.testbed.trained.drift_study import problem_key, write_training_set
 from frankmerge.testbed.trained.images import GRID, random_scene
 from frankmerge.testbed.trained.tasks import (
@@ -83,6 +93,44 @@ def test_preset_names_the_regimes() -> None:
     assert preset("llava", quick=True) is QUICK and preset("qwen", quick=False) is DEFAULT_QWEN
     with pytest.raises(ValueError, match="llava, qwen"):
         preset("idefics", quick=True)
+    with pytest.raises(ValueError, match="v2, v3"):
+        preset("llava", quick=True, testbed="v4")
+
+
+@pytest.mark.parametrize(("v2", "v3"), [(DEFAULT, DEFAULT_V3), (QUICK, QUICK_V3)])
+def test_v3_is_v2_with_the_embedding_term_in_stage_1_only(v2, v3) -> None:  # type: ignore[no-untyped-def]
+    assert v2.vlm_align.align_embeddings == 0.0 and v3.vlm_align.align_embeddings == 1.0
+    assert replace(v3.vlm_align, align_embeddings=0.0) == v2.vlm_align and v3.vlm == v2.vlm
+    for stage in ("base", "reasoner"):
+        assert v3.stage_key(stage) == v2.stage_key(stage)  # v2's cached base and reasoner are reused
+    for stage in ("vlm_align", "vlm"):
+        assert v3.stage_key(stage) != v2.stage_key(stage)
+    quick = v2 is QUICK
+    assert preset("llava", quick=quick, testbed="v3") is v3 and preset("llava", quick=quick, testbed="v2") is v2
+    assert preset("qwen", quick=quick, testbed="v3") is preset("qwen", quick=quick)  # no alignment stage to change
+    with pytest.raises(ValueError, match="no alignment stage"):
+        with_alignment_term(DEFAULT_QWEN)
+
+
+def test_demo_cli_passes_the_testbed_version(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    import frankmerge.demo
+    from frankmerge.cli import main
+
+    seen = []
+
+    def capture(workdir: Path, options: object) -> None:
+        seen.append(options.config)  # type: ignore[attr-defined]
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(frankmerge.demo, "run_demo", capture)
+    for args, expected in (([], DEFAULT), (["--testbed", "v3"], DEFAULT_V3), (["--testbed", "v3", "--quick"], QUICK_V3)):
+        result = CliRunner().invoke(main, ["demo", "--workdir", str(tmp_path), "--seed", "2", *args])
+        assert result.exit_code == 1 and "stop here" in result.output, result.output  # the CLI's one-line error
+        assert seen[-1] == expected.with_seed(2)
+    rejected = CliRunner().invoke(main, ["demo", "--testbed", "v9"])
+    assert rejected.exit_code == 2 and "v9" in rejected.output
 
 
 def test_drift_training_set_is_disjoint_from_the_evaluation_and_loads(tmp_path: Path) -> None:

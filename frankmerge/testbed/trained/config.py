@@ -143,13 +143,42 @@ QUICK_QWEN = replace(
     QUICK, name="quick-qwen", vlm_align=None, vlm=Stage(steps=500, lr=3e-3, warmup=20, text_mix=0.2), regime="qwen"
 )
 
-PRESETS: dict[str, TestbedConfig] = {"default": DEFAULT, "default-qwen": DEFAULT_QWEN, "quick": QUICK, "quick-qwen": QUICK_QWEN}
+
+def with_alignment_term(config: TestbedConfig, beta: float = 1.0) -> TestbedConfig:
+    """Testbed v3's llava regime: ``config`` with the stage-1 embedding term (docs/testbed.md, "Testbed v3")."""
+    if config.vlm_align is None:
+        raise ValueError(f"testbed {config.name!r} has no alignment stage to add the embedding term to")
+    name = config.name.replace("default", "default-v3") if config.name.startswith("default") else f"{config.name}-v3"
+    return replace(config, name=name, vlm_align=replace(config.vlm_align, align_embeddings=beta))
 
 
-def preset(regime: str, quick: bool) -> TestbedConfig:
-    """The built-in testbed of ``regime`` (``llava`` or ``qwen``), full-size or quick."""
+DEFAULT_V3 = with_alignment_term(DEFAULT)
+QUICK_V3 = with_alignment_term(QUICK)
+
+PRESETS: dict[str, TestbedConfig] = {
+    "default": DEFAULT,
+    "default-qwen": DEFAULT_QWEN,
+    "default-v3": DEFAULT_V3,
+    "quick": QUICK,
+    "quick-qwen": QUICK_QWEN,
+    "quick-v3": QUICK_V3,
+}
+
+# Testbed versions the demo offers: v2 (issue #14's two regimes) and v3 (v2 + the stage-1 embedding term).
+TESTBEDS: tuple[str, ...] = ("v2", "v3")
+
+
+def preset(regime: str, quick: bool, testbed: str = "v2") -> TestbedConfig:
+    """The built-in testbed of ``regime`` (``llava`` or ``qwen``) and version, full-size or quick.
+
+    v3 differs from v2 only in the llava regime's alignment stage, so ``qwen`` is the same in both.
+    """
     if regime not in REGIMES:
         raise ValueError(f"unknown regime {regime!r}; choose one of {', '.join(REGIMES)}")
-    if regime == "llava":
-        return QUICK if quick else DEFAULT
-    return QUICK_QWEN if quick else DEFAULT_QWEN
+    if testbed not in TESTBEDS:
+        raise ValueError(f"unknown testbed {testbed!r}; choose one of {', '.join(TESTBEDS)}")
+    if regime == "qwen":
+        return QUICK_QWEN if quick else DEFAULT_QWEN
+    if testbed == "v3":
+        return QUICK_V3 if quick else DEFAULT_V3
+    return QUICK if quick else DEFAULT
