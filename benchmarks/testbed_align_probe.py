@@ -24,6 +24,8 @@ SYSTEM_PROMPT: tuple[str, ...] = ("the", "assistant", "describe", "a", "image", 
 CASES: dict[str, TestbedConfig] = {
     "v2": DEFAULT,
     "prefix": replace(DEFAULT, name="premise-prefix", system_prompt=SYSTEM_PROMPT),
+    # docs/testbed.md, "Base probe": v2 with a 3x longer pretraining
+    "long": replace(DEFAULT, name="base-3x", base=replace(DEFAULT.base, steps=3 * DEFAULT.base.steps)),
 }
 DEFAULT_RUNS = (("v2", 1), ("prefix", 1), ("prefix", 2), ("v2", 0))  # three failing, one converging
 assert DEFAULT.vlm_align is not None
