@@ -19,11 +19,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from frankmerge.testbed.trained.config import DEFAULT, TestbedConfig
+from frankmerge.testbed.trained.config import DEFAULT, TestbedConfig, with_alignment_term
 
 # The default system turn of variant 1 (11 tokens with its <|im_start|> system … <|im_end|>).
 SYSTEM_PROMPT: tuple[str, ...] = ("the", "assistant", "describe", "a", "image", "the", "a", "cat")
-VARIANTS: dict[str, TestbedConfig] = {"prefix": replace(DEFAULT, name="premise-prefix", system_prompt=SYSTEM_PROMPT)}
+PREFIX = replace(DEFAULT, name="premise-prefix", system_prompt=SYSTEM_PROMPT)
+VARIANTS: dict[str, TestbedConfig] = {
+    "prefix": PREFIX,
+    # docs/testbed.md, "FRANK's premise on v3": the prefix with the stage-1 embedding term
+    "prefix-v3": replace(with_alignment_term(PREFIX), name="premise-prefix-v3"),
+}
 MIN_R2 = 0.5  # the fit must explain the profile for a decay to count
 
 

@@ -76,3 +76,10 @@ def test_summary_counts_decaying_seeds_and_tests_the_prior_by_paired_seeds(premi
         _run(tmp_path / f"t{i}.json", 0.3, frank=0.70 + d, no_prior=0.60 + d, control=0.8) for i, d in enumerate((0, 0.01, 0.02))
     ]
     assert "the prior beats --no-prior" in premise.summarize(steady)["verdict"][1]
+
+
+def test_the_v3_prefix_variant_adds_only_the_alignment_term(premise: Any) -> None:
+    prefix, termed = premise.VARIANTS["prefix"], premise.VARIANTS["prefix-v3"]
+    assert termed.vlm_align.align_embeddings == 1.0 and prefix.vlm_align.align_embeddings == 0.0
+    assert termed.system_prompt == prefix.system_prompt
+    assert [termed.stage_key(s) == prefix.stage_key(s) for s in prefix.stages()] == [True, True, False, False]
