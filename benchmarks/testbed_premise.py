@@ -3,6 +3,7 @@ and does FRANK's prior then beat `--no-prior`? (issue #14, item 8)
 
     python benchmarks/testbed_premise.py --variant prefix --seeds 0 1 2 --workdir premise
     python benchmarks/testbed_premise.py --variant prefix --seeds 0 1 2 --workdir premise --summary-only
+    python benchmarks/testbed_premise.py --variant patches-v3 --seeds 0 1 2 --workdir premise
 
 Design and criteria: docs/testbed.md, "FRANK's premise". Per seed: the llava regime's testbed with
 the variant (every stage retrained; models cached like the demo's), then the demo's pipeline without
@@ -19,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from frankmerge.testbed.trained.config import DEFAULT, TestbedConfig, with_alignment_term
+from frankmerge.testbed.trained.config import DEFAULT, DEFAULT_V3, TestbedConfig, with_alignment_term
 
 # The default system turn of variant 1 (11 tokens with its <|im_start|> system … <|im_end|>).
 SYSTEM_PROMPT: tuple[str, ...] = ("the", "assistant", "describe", "a", "image", "the", "a", "cat")
@@ -28,6 +29,8 @@ VARIANTS: dict[str, TestbedConfig] = {
     "prefix": PREFIX,
     # docs/testbed.md, "FRANK's premise on v3": the prefix with the stage-1 embedding term
     "prefix-v3": replace(with_alignment_term(PREFIX), name="premise-prefix-v3"),
+    # docs/testbed.md, "FRANK's premise, variant 2": 64 visual tokens, most of them background, on v3
+    "patches-v3": replace(DEFAULT_V3, name="premise-patches-v3", image_scale=2),
 }
 MIN_R2 = 0.5  # the fit must explain the profile for a decay to count
 

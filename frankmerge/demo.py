@@ -47,7 +47,6 @@ from frankmerge.testbed.trained.study import (
 )
 from frankmerge.testbed.trained.tasks import EVAL_TASKS, THINK_OPENED_TASKS, Example, perception
 from frankmerge.testbed.trained.verdict import models_from_json, verdict_lines
-from frankmerge.testbed.trained.vocab import VISUAL_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +129,12 @@ def run_demo(workdir: Path, options: DemoOptions | None = None) -> DemoResult:
     models = build_testbed(options.config, options.cache_dir, rebuild=options.rebuild, progress=options.progress, workers=workers)
     lap("build_models")
 
-    images = _profile_images(workdir / "profile" / "images", options.profile_images)
+    images = _profile_images(workdir / "profile" / "images", options.profile_images, options.config.image_scale)
     profile_options = ProfileOptions(prompt=PROFILE_PROMPT, device="cpu", dtype="float32", n_boot=options.profile_bootstrap)
     profile = profile_vlm(str(models.vlm), image_directory(images), profile_options)
     profile_json = workdir / "profile" / "profile.json"
     write_profile(profile, profile_json)
-    uniform = uniform_attention_ratio(PROFILE_PROMPT, options.config.system_prompt)
+    uniform = uniform_attention_ratio(PROFILE_PROMPT, options.config.system_prompt, options.config.image_scale)
     lap("profile")
 
     analysis = analyze_task_vectors(
@@ -162,7 +161,9 @@ def run_demo(workdir: Path, options: DemoOptions | None = None) -> DemoResult:
     if options.drift is not None:
         drift_root = workdir / "drift"
         shutil.rmtree(drift_root, ignore_errors=True)
-        training_set = write_training_set(drift_root / "data", options.drift.n_items, options.n_items)
+        training_set = write_training_set(
+            drift_root / "data", options.drift.n_items, options.n_items, image_scale=options.config.image_scale
+        )
         prior = build_testbed_prior(models.vlm, models.reasoner, drift_root / "prior.safetensors")
         starts = [(m.spec.name, m.path) for m in merges if m.spec.name == FINE_TUNE_START and m.path is not None]
         fine_tunes = run_fine_tunes(
@@ -185,15 +186,16 @@ def run_demo(workdir: Path, options: DemoOptions | None = None) -> DemoResult:
     cells = lambda_grid(models, options.grid, merged_root / "grid", TASKS, options.grid_items, workers=workers)
     lap("lambda_grid")
 
-    chance = chance_levels(options.n_items)
+    chance = chance_levels(options.n_items, options.config.image_scale)
     plots = workdir / "plots"
     plots.mkdir(exist_ok=True)
+    grid_chance = chance_levels(options.grid_items, options.config.image_scale)
     files = {
         "profile": str(profile_json),
         "profile_plot": str(profile_json.with_suffix(".png")),
         "analysis": str(workdir / "analysis"),
         "coefficients_plot": str(coefficients_png([m for m in merges if m.spec.group != "grid"], plots / "coefficients.png")),
-        "lambda_map_plot": str(lambda_map_png(cells, TASKS, plots / "lambda_map.png", chance_levels(options.grid_items))),
+        "lambda_map_plot": str(lambda_map_png(cells, TASKS, plots / "lambda_map.png", grid_chance)),
     }
     table = results_table(rows, chance)
     summary = [
@@ -266,26 +268,26 @@ def run_demo(workdir: Path, options: DemoOptions | None = None) -> DemoResult:
     return result
 
 
-def _profile_images(directory: Path, count: int) -> Path:
-    """Testbed scenes as PNG files: the calibration set the profile reads, like any image folder."""
+def _profile_images(directory: Path, count: int, image_scale: int = 1) -> Path:
+    """Testbed scenes as PNG files in the VLM's layout: the calibration set the profile reads, like any image folder."""
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     rng = np.random.default_rng(PROFILE_SEED)
     for i in range(count):
-        image = perception(rng).image
+        image = perception(rng, image_scale=image_scale).image
         assert image is not None
         Image.fromarray(image).save(directory / f"scene_{i:03d}.png")
     return directory
 
 
-def uniform_attention_ratio(prompt: str, system: tuple[str, ...] = ()) -> float:
+def uniform_attention_ratio(prompt: str, system: tuple[str, ...] = (), image_scale: int = 1) -> float:
     """a_l if every query spread its attention uniformly over its causal keys (profile query
     "after_image": every prompt token after the image): the reference a trained model's a_l is read
     against (``system``: the testbed's default system turn, which lengthens the context)."""
-    encoder = Encoder.with_system(system)
+    encoder = Encoder.with_system(system, image_scale)
     ids = encoder.prompt_ids(Example("profile", prompt, (), (), "", np.zeros((1, 1, 3), np.uint8)))
     last_visual = max(i for i, t in enumerate(ids) if t == encoder.image_id)
-    ratios = [VISUAL_TOKENS / (p + 1) for p in range(last_visual + 1, len(ids))]
+    ratios = [encoder.visual_tokens / (p + 1) for p in range(last_visual + 1, len(ids))]
     return float(sum(ratios) / len(ratios))
 
 

@@ -141,7 +141,7 @@ def _stamp(path: Path, config: TestbedConfig, stage: str) -> dict[str, object] |
 def _build_stage(stage: str, config: TestbedConfig, paths: dict[str, Path], progress: bool) -> StageLog:
     schedule = getattr(config, stage)
     seed = config.seed * 1000 + STAGES.index(stage) + 1
-    sample = stage_sampler(stage, schedule.text_mix, schedule.cot_mix)
+    sample = stage_sampler(stage, schedule.text_mix, schedule.cot_mix, config.image_scale)
     if stage == "base":
         model = new_base(config.size, seed)
     elif stage == "reasoner":
@@ -149,8 +149,10 @@ def _build_stage(stage: str, config: TestbedConfig, paths: dict[str, Path], prog
     elif stage == "vlm" and config.vlm_align:
         model = load_model(paths["vlm_align"])
     else:
-        model = vlm_from_base(load_model(paths["base"]), config.size, seed)
-    record = train_stage(stage, model, schedule, sample, seed, progress=progress, system=config.system_prompt)
+        model = vlm_from_base(load_model(paths["base"]), config.size, seed, config.image_scale)
+    record = train_stage(
+        stage, model, schedule, sample, seed, progress=progress, system=config.system_prompt, image_scale=config.image_scale
+    )
     target = paths[stage]
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"

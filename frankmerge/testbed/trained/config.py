@@ -74,6 +74,8 @@ class TestbedConfig:
     ``vlm_align`` (None in the ``qwen`` regime) is the VLM's first stage; ``vlm`` continues from it.
     ``system_prompt``: words of a default system turn that opens every conversation in every stage
     and in the saved chat template (none by default; docs/testbed.md, "FRANK's premise").
+    ``image_scale``: image side in units of 32 px; each scene cell spans ``image_scale``² patches and
+    its shape one of them (1: 16 visual tokens; 2: 64, most of them background — "variant 2").
     """
 
     name: str
@@ -85,6 +87,11 @@ class TestbedConfig:
     regime: str = "llava"
     seed: int = 0
     system_prompt: tuple[str, ...] = ()
+    image_scale: int = 1
+
+    def __post_init__(self) -> None:
+        if self.image_scale < 1:
+            raise ValueError(f"image_scale must be a positive integer, got {self.image_scale}")
 
     def stages(self) -> tuple[str, ...]:
         """The stages this testbed trains, in order."""
@@ -102,6 +109,8 @@ class TestbedConfig:
             payload["reasoner"] = _stage_payload(self.reasoner)
         if stage in ("vlm_align", "vlm"):
             payload["vision"] = {k: v for k, v in size.items() if k.startswith("vision_")}
+            if self.image_scale != 1:  # only when set, so the keys of 32-px testbeds stay as they were
+                payload["vision"]["image_scale"] = self.image_scale
             payload["vlm_align"] = _stage_payload(self.vlm_align) if self.vlm_align else None
         if stage == "vlm":
             payload["vlm"] = _stage_payload(self.vlm)

@@ -55,16 +55,19 @@ def problem_key(example: Example) -> tuple[str, tuple[str, ...]]:
     return example.prompt, example.target
 
 
-def write_training_set(out_dir: Path, n_items: int, eval_items: int = 200, seed: int = TRAIN_SEED) -> TrainingSet:
-    """``n_items`` visual-reasoning items with their chain of thought as ``train.jsonl`` + ``images/``."""
+def write_training_set(
+    out_dir: Path, n_items: int, eval_items: int = 200, seed: int = TRAIN_SEED, image_scale: int = 1
+) -> TrainingSet:
+    """``n_items`` visual-reasoning items with their chain of thought as ``train.jsonl`` + ``images/``
+    (images in the VLM's layout, ``image_scale``)."""
     out_dir = Path(out_dir)
     images = out_dir / "images"
     images.mkdir(parents=True, exist_ok=True)
-    evaluated = {problem_key(e) for e in eval_set("visual_reasoning", eval_items)}
+    evaluated = {problem_key(e) for e in eval_set("visual_reasoning", eval_items, image_scale=image_scale)}
     rng = np.random.default_rng([seed])
     records, dropped = [], 0
     while len(records) < n_items:
-        example = reasoning(rng, visual=True)
+        example = reasoning(rng, visual=True, image_scale=image_scale)
         if problem_key(example) in evaluated:
             dropped += 1
             continue

@@ -15,7 +15,7 @@ import torch
 
 from frankmerge.testbed.tiny_tokenizers import IM_END, IM_START
 from frankmerge.testbed.trained.tasks import Example
-from frankmerge.testbed.trained.vocab import IMAGE_TOKEN, VISUAL_TOKENS, testbed_chat_template, testbed_processor
+from frankmerge.testbed.trained.vocab import IMAGE_TOKEN, testbed_chat_template, testbed_processor, visual_tokens
 
 IGNORE = -100
 
@@ -42,11 +42,13 @@ class Encoder:
     """Chat-formats and tokenizes examples; one instance is reused for a whole training run.
 
     ``template``: the chat template to render with (a model's own, for instance one with a default
-    system turn); the testbed's plain template when None.
+    system turn); the testbed's plain template when None. ``image_scale``: the VLM's image layout
+    (``<image>`` expands to ``visual_tokens(image_scale)`` ids, images are processed at its size).
     """
 
-    def __init__(self, template: str | None = None) -> None:
-        processor = testbed_processor()
+    def __init__(self, template: str | None = None, image_scale: int = 1) -> None:
+        processor = testbed_processor(image_scale=image_scale)
+        self.visual_tokens = visual_tokens(image_scale)
         if template is not None:
             processor.tokenizer.chat_template = template
         self.tokenizer = processor.tokenizer
@@ -59,9 +61,9 @@ class Encoder:
         self.prefix_ids: list[int] = self._prefix_ids() if template is not None else []
 
     @classmethod
-    def with_system(cls, system: tuple[str, ...] = ()) -> Encoder:
+    def with_system(cls, system: tuple[str, ...] = (), image_scale: int = 1) -> Encoder:
         """The encoder of a testbed whose conversations open with ``system`` (none: the plain template)."""
-        return cls(testbed_chat_template(system) if system else None)
+        return cls(testbed_chat_template(system) if system else None, image_scale)
 
     def _prefix_ids(self) -> list[int]:
         """The ids the template renders before the first user turn (transformers refuses to render
@@ -86,7 +88,7 @@ class Encoder:
             ids = self.tokenizer(self.prompt_text(example), add_special_tokens=False)["input_ids"]
             expanded: list[int] = []
             for i in ids:
-                expanded += [i] * VISUAL_TOKENS if i == self.image_id else [i]
+                expanded += [i] * self.visual_tokens if i == self.image_id else [i]
             self._prompt_cache[key] = expanded
         return self._prompt_cache[key]
 

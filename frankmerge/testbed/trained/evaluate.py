@@ -27,7 +27,7 @@ import transformers as tf
 
 from frankmerge.testbed.tiny_tokenizers import THINK_OPEN
 from frankmerge.testbed.trained.encode import IGNORE, Encoder
-from frankmerge.testbed.trained.models import MAX_NEW_TOKENS, load_model
+from frankmerge.testbed.trained.models import MAX_NEW_TOKENS, image_scale_of, load_model
 from frankmerge.testbed.trained.scoring import GenerationScore, score_generations
 from frankmerge.testbed.trained.tasks import THINK_OPENED_TASKS, Example, eval_set
 from frankmerge.testbed.trained.vocab import END_TOKENS, load_text_tokenizer
@@ -78,16 +78,18 @@ class ModelEvaluation:
 def evaluate_checkpoint(
     name: str, path: Path, tasks: Sequence[str], n_items: int, *, batch_size: int = 100, teacher_forced: bool = True
 ) -> ModelEvaluation:
-    """Score ``path`` on each task it can take (text models skip the visual ones)."""
+    """Score ``path`` on each task it can take (text models skip the visual ones), on images drawn in
+    the VLM's own layout (its tower's image size)."""
     started = time.perf_counter()
     model = load_model(path)
     is_vlm = hasattr(model.config, "vision_config")
+    image_scale = image_scale_of(model.config)
     frontend = tf.AutoProcessor.from_pretrained(path) if is_vlm else load_text_tokenizer(path)
     results = {}
     for task in tasks:
         if task in VISUAL_TASKS and not is_vlm:
             continue
-        examples = eval_set(task, n_items)
+        examples = eval_set(task, n_items, image_scale=image_scale)
         opened = task in THINK_OPENED_TASKS
         texts, lengths = generate(model, frontend, examples, batch_size, open_think=opened)
         if opened:
@@ -95,7 +97,9 @@ def evaluate_checkpoint(
         score = score_generations(texts, [e.answer for e in examples], lengths)
         # A <think>-opened task's teacher forcing would repeat its plain task's exactly.
         forced = (
-            teacher_forced_accuracy(model, examples, batch_size, getattr(frontend, "tokenizer", frontend).chat_template)
+            teacher_forced_accuracy(
+                model, examples, batch_size, getattr(frontend, "tokenizer", frontend).chat_template, image_scale
+            )
             if teacher_forced and not opened
             else {}
         )
@@ -160,11 +164,11 @@ def generate(
 
 @torch.inference_mode()
 def teacher_forced_accuracy(
-    model: Any, examples: Sequence[Example], batch_size: int, template: str | None = None
+    model: Any, examples: Sequence[Example], batch_size: int, template: str | None = None, image_scale: int = 1
 ) -> dict[str, float]:
     """Next-token argmax accuracy on the gold response, per token kind and over all response tokens,
     with the prompts rendered by ``template`` (the model's own chat template)."""
-    encoder = Encoder(template)
+    encoder = Encoder(template, image_scale)
     hits: dict[str, int] = defaultdict(int)
     totals: dict[str, int] = defaultdict(int)
     for start in range(0, len(examples), batch_size):

@@ -20,11 +20,12 @@ from frankmerge.testbed.trained.vocab import (
     IMAGE_PX,
     IMAGE_TOKEN,
     PATCH,
-    VISUAL_TOKENS,
     VOCAB_SIZE,
+    image_px,
     testbed_processor,
     testbed_tokenizer,
     testbed_vocab,
+    visual_tokens,
 )
 
 MAX_POSITIONS = 128
@@ -53,14 +54,14 @@ def text_config(size: ModelSize) -> tf.Qwen2Config:
     return tf.Qwen2Config(**text_config_kwargs(size))
 
 
-def vlm_config(size: ModelSize) -> tf.LlavaConfig:
+def vlm_config(size: ModelSize, image_scale: int = 1) -> tf.LlavaConfig:
     vision = dict(
         model_type="siglip_vision_model",
         hidden_size=size.vision_hidden,
         intermediate_size=size.vision_intermediate,
         num_hidden_layers=size.vision_layers,
         num_attention_heads=size.vision_heads,
-        image_size=IMAGE_PX,
+        image_size=image_px(image_scale),
         patch_size=PATCH,
         vision_use_head=False,
     )
@@ -70,7 +71,7 @@ def vlm_config(size: ModelSize) -> tf.LlavaConfig:
         image_token_index=testbed_vocab()[IMAGE_TOKEN],
         vision_feature_layer=-1,
         vision_feature_select_strategy="full",
-        image_seq_length=VISUAL_TOKENS,
+        image_seq_length=visual_tokens(image_scale),
         tie_word_embeddings=True,
     )
 
@@ -86,9 +87,11 @@ def new_base(size: ModelSize, seed: int) -> tf.Qwen2ForCausalLM:
     return seeded(tf.Qwen2ForCausalLM, text_config(size), seed)
 
 
-def vlm_from_base(base: tf.Qwen2ForCausalLM, size: ModelSize, seed: int) -> tf.LlavaForConditionalGeneration:
+def vlm_from_base(
+    base: tf.Qwen2ForCausalLM, size: ModelSize, seed: int, image_scale: int = 1
+) -> tf.LlavaForConditionalGeneration:
     """A fresh vision tower and projector on top of a copy of the base's language model."""
-    vlm = seeded(tf.LlavaForConditionalGeneration, vlm_config(size), seed)
+    vlm = seeded(tf.LlavaForConditionalGeneration, vlm_config(size, image_scale), seed)
     vlm.model.language_model.load_state_dict(base.model.state_dict())
     vlm.tie_weights()
     return vlm
@@ -111,9 +114,15 @@ def save_checkpoint(model: tf.PreTrainedModel, path: Path, system: tuple[str, ..
     model.generation_config = generation_config()
     model.save_pretrained(path)
     if isinstance(model, tf.LlavaForConditionalGeneration):
-        testbed_processor(system).save_pretrained(path)
+        testbed_processor(system, image_scale_of(model.config)).save_pretrained(path)
     else:
         testbed_tokenizer(system).save_pretrained(path)
+
+
+def image_scale_of(config: tf.PretrainedConfig) -> int:
+    """The testbed image layout of a model config: 1 for text models and 32-px VLMs."""
+    vision = getattr(config, "vision_config", None)
+    return 1 if vision is None else int(vision.image_size) // IMAGE_PX
 
 
 # What a saved testbed processor or tokenizer consists of.

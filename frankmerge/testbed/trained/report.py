@@ -19,12 +19,13 @@ class Row:
     evaluation: ModelEvaluation
 
 
-def chance_levels(n_items: int) -> dict[str, float]:
+def chance_levels(n_items: int, image_scale: int = 1) -> dict[str, float]:
     """Accuracy of always giving the most frequent number of each evaluation set (for perception,
-    after echoing the asked colour correctly: "red" + the most frequent count)."""
+    after echoing the asked colour correctly: "red" + the most frequent count), with the visual
+    tasks' items as drawn at ``image_scale``."""
     levels = {}
     for task in (*EVAL_TASKS, *THINK_OPENED_TASKS):
-        answers = Counter(e.answer.split()[-1] for e in eval_set(task, n_items))
+        answers = Counter(e.answer.split()[-1] for e in eval_set(task, n_items, image_scale=image_scale))
         levels[task] = answers.most_common(1)[0][1] / n_items
     return levels
 

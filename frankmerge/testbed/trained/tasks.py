@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from frankmerge.testbed.tiny_tokenizers import THINK_CLOSE, THINK_OPEN
-from frankmerge.testbed.trained.images import Scene, random_scene, render
+from frankmerge.testbed.trained.images import Picture, Scene, draw, random_scene
 from frankmerge.testbed.trained.vocab import COLOURS, EMPTY_CELL
 
 TOKEN_KINDS: tuple[str, ...] = ("count", "operand", "arithmetic", "format", "answer", "copy")
@@ -68,9 +68,11 @@ def _context(scene: Scene) -> str:
     return " ".join(scene.grid_words(EMPTY_CELL))
 
 
-def _cells(scene: Scene) -> tuple[str, ...]:
-    """The word of each of the image's patches (one per grid cell): what the alignment term aims at."""
-    return tuple(scene.grid_words(EMPTY_CELL))
+def _picture(scene: Scene, rng: np.random.Generator, image_scale: int) -> dict[str, object]:
+    """An example's image fields: the rendered scene and each patch's word (what the alignment term
+    aims at; at ``image_scale`` 1 one patch per grid cell, so the text scene's words)."""
+    picture: Picture = draw(scene, rng, image_scale)
+    return {"image": picture.image, "cell_words": picture.patch_words}
 
 
 def counts_listing(scene: Scene) -> tuple[list[str], list[str]]:
@@ -110,7 +112,7 @@ def chain_of_thought(scene: Scene, problem: Problem, colours: list[str]) -> tupl
     return words, kinds, result
 
 
-def reasoning(rng: np.random.Generator, visual: bool) -> Example:
+def reasoning(rng: np.random.Generator, visual: bool, image_scale: int = 1) -> Example:
     """A counting-arithmetic problem about a scene given as an image (visual) or as colour words (text)."""
     scene = random_scene(rng)
     problem = PROBLEMS[int(rng.integers(len(PROBLEMS)))]
@@ -118,9 +120,7 @@ def reasoning(rng: np.random.Generator, visual: bool) -> Example:
     words, kinds, result = chain_of_thought(scene, problem, colours)
     question = " ".join(_fill(problem.template, colours)[0]) + " ?"
     if visual:
-        return Example(
-            "visual_reasoning", question, tuple(words), tuple(kinds), str(result), render(scene, rng), cell_words=_cells(scene)
-        )
+        return Example("visual_reasoning", question, tuple(words), tuple(kinds), str(result), **_picture(scene, rng, image_scale))
     return Example("text_reasoning", f"{_context(scene)} {question}", tuple(words), tuple(kinds), str(result))
 
 
@@ -129,7 +129,7 @@ def _count_answer(scene: Scene, subject: str) -> tuple[str, str]:
     return subject, str(len(scene.shapes) if subject == "shapes" else scene.count(subject))
 
 
-def perception(rng: np.random.Generator, colour_only: bool = False) -> Example:
+def perception(rng: np.random.Generator, colour_only: bool = False, image_scale: int = 1) -> Example:
     """Image + "how many red ?" (or "how many shapes ?"), answered directly: "red 2"."""
     scene = random_scene(rng)
     subject = str(rng.choice(COLOURS)) if colour_only or rng.random() < 0.8 else "shapes"
@@ -140,12 +140,11 @@ def perception(rng: np.random.Generator, colour_only: bool = False) -> Example:
         answer,
         ("format", "answer"),
         " ".join(answer),
-        render(scene, rng),
-        cell_words=_cells(scene),
+        **_picture(scene, rng, image_scale),
     )
 
 
-def perception_dialogue(rng: np.random.Generator) -> Example:
+def perception_dialogue(rng: np.random.Generator, image_scale: int = 1) -> Example:
     """VLM training data: one image, then every colour's count (and sometimes the total) as a
     multi-turn dialogue in random order, like LLaVA's instruction data: four to five answers per
     image instead of one."""
@@ -162,9 +161,8 @@ def perception_dialogue(rng: np.random.Generator) -> Example:
         answers[0],
         ("format", "answer"),
         " ".join(answers[0]),
-        render(scene, rng),
-        turns,
-        cell_words=_cells(scene),
+        follow_ups=turns,
+        **_picture(scene, rng, image_scale),
     )
 
 
@@ -177,12 +175,12 @@ def _description(scene: Scene) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return (*words, "."), (*kinds, "format")
 
 
-def caption(rng: np.random.Generator) -> Example:
+def caption(rng: np.random.Generator, image_scale: int = 1) -> Example:
     """VLM alignment data (LLaVA's first stage is captioning): every colour's count, in the order the
     chain of thought lists them, which the base learned to say about text scenes (``describe_text``)."""
     scene = random_scene(rng)
     target, kinds = _description(scene)
-    return Example("caption", DESCRIBE, target, kinds, " ".join(target), render(scene, rng), cell_words=_cells(scene))
+    return Example("caption", DESCRIBE, target, kinds, " ".join(target), **_picture(scene, rng, image_scale))
 
 
 def describe_text(rng: np.random.Generator) -> Example:
@@ -192,9 +190,9 @@ def describe_text(rng: np.random.Generator) -> Example:
     return Example("describe_text", f"{_context(scene)} {DESCRIBE}", target, kinds, " ".join(target))
 
 
-def vlm_data(rng: np.random.Generator) -> Example:
+def vlm_data(rng: np.random.Generator, image_scale: int = 1) -> Example:
     """The VLM's own training mixture: perception dialogues, with a third of captions."""
-    return caption(rng) if rng.random() < 1 / 3 else perception_dialogue(rng)
+    return caption(rng, image_scale) if rng.random() < 1 / 3 else perception_dialogue(rng, image_scale)
 
 
 def copy_words(rng: np.random.Generator) -> Example:
@@ -244,17 +242,20 @@ def base_text(rng: np.random.Generator) -> Example:
     return BASE_TASKS[names[int(rng.choice(len(names), p=weights / weights.sum()))]][1](rng)
 
 
-def stage_sampler(stage: str, text_mix: float, cot_mix: float = 0.0) -> Callable[[np.random.Generator], Example]:
+def stage_sampler(
+    stage: str, text_mix: float, cot_mix: float = 0.0, image_scale: int = 1
+) -> Callable[[np.random.Generator], Example]:
     """The training distribution of a stage: its own task, with ``text_mix`` of base text mixed in.
 
     ``cot_mix`` is the base's share of text problems with their chain of thought: a little of the
     reasoner's format in pretraining, so that the reasoner's fine-tune elicits rather than teaches.
+    ``image_scale``: the VLM's image layout (``images.draw``).
     """
     own: dict[str, Callable[[np.random.Generator], Example]] = {
         "base": base_text,
         "reasoner": lambda rng: reasoning(rng, visual=False),
-        "vlm_align": vlm_data,
-        "vlm": vlm_data,
+        "vlm_align": lambda rng: vlm_data(rng, image_scale),
+        "vlm": lambda rng: vlm_data(rng, image_scale),
     }
     if stage not in own:
         raise ValueError(f"unknown testbed stage {stage!r}; known: {', '.join(own)}")
@@ -267,10 +268,12 @@ def stage_sampler(stage: str, text_mix: float, cot_mix: float = 0.0) -> Callable
     return sample
 
 
-EVAL_TASKS: Mapping[str, Callable[[np.random.Generator], Example]] = {
-    "perception": lambda rng: perception(rng, colour_only=True),
-    "text_reasoning": lambda rng: reasoning(rng, visual=False),
-    "visual_reasoning": lambda rng: reasoning(rng, visual=True),
+# Each draws an item from (rng, image_scale). Drawing an image at scale > 1 takes more random numbers,
+# so the visual tasks' items at scale 2 are another fixed draw than at scale 1, not the same scenes.
+EVAL_TASKS: Mapping[str, Callable[[np.random.Generator, int], Example]] = {
+    "perception": lambda rng, scale: perception(rng, colour_only=True, image_scale=scale),
+    "text_reasoning": lambda rng, scale: reasoning(rng, visual=False),
+    "visual_reasoning": lambda rng, scale: reasoning(rng, visual=True, image_scale=scale),
 }
 # Evaluated on another task's items with the answer opened by <think>, as R1-style chat templates do.
 THINK_OPENED_TASKS: Mapping[str, str] = {"visual_reasoning_think": "visual_reasoning"}
@@ -282,7 +285,8 @@ def items_of(task: str) -> str:
     return THINK_OPENED_TASKS.get(task, task)
 
 
-def eval_set(task: str, n: int, seed: int = EVAL_SEED) -> list[Example]:
+def eval_set(task: str, n: int, seed: int = EVAL_SEED, image_scale: int = 1) -> list[Example]:
+    """The first ``n`` items of ``task``, images drawn at ``image_scale`` (the evaluated VLM's layout)."""
     task = items_of(task)
     rng = np.random.default_rng([seed, list(EVAL_TASKS).index(task)])
-    return [EVAL_TASKS[task](rng) for _ in range(n)]
+    return [EVAL_TASKS[task](rng, image_scale) for _ in range(n)]

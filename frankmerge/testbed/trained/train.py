@@ -73,12 +73,14 @@ def train_stage(
     loss_on_prompt: bool = False,
     progress: bool = False,
     system: tuple[str, ...] = (),
+    image_scale: int = 1,
 ) -> StageLog:
     """Train ``model`` in place for ``stage.steps`` steps on examples from ``sample``
-    (``system``: the default system turn every conversation opens with)."""
+    (``system``: the default system turn every conversation opens with; ``image_scale``: the
+    image layout ``sample`` draws)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    encoder = Encoder.with_system(system)
+    encoder = Encoder.with_system(system, image_scale)
     if stage.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     frozen_before = _freeze_language_model(model) if stage.freeze_language_model else None

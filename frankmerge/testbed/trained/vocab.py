@@ -35,9 +35,21 @@ WORDS: tuple[str, ...] = ("how", "many", "shapes", "?", ".", "copy", "first", "l
 # Stripped from decoded generations before scoring; <think> / </think> stay (the scorer reads them).
 END_TOKENS: tuple[str, ...] = (IM_END, EOS, PAD, BOS, UNK)
 
-IMAGE_PX = 32
+IMAGE_PX = 32  # at image_scale 1: a 4×4 grid of 8-px patches, one per scene cell
 PATCH = 8
 VISUAL_TOKENS = (IMAGE_PX // PATCH) ** 2
+
+
+def image_px(image_scale: int = 1) -> int:
+    """Image side in pixels: each scene cell spans ``image_scale``² patches (docs/testbed.md, "variant 2")."""
+    if image_scale < 1:
+        raise ValueError(f"image_scale must be a positive integer, got {image_scale}")
+    return IMAGE_PX * image_scale
+
+
+def visual_tokens(image_scale: int = 1) -> int:
+    """Tokens ``<image>`` expands to: one per patch."""
+    return (image_px(image_scale) // PATCH) ** 2
 
 
 def testbed_vocab() -> dict[str, int]:
@@ -78,10 +90,12 @@ def load_text_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast.from_pretrained(path)
 
 
-def testbed_processor(system: Sequence[str] = ()) -> LlavaProcessor:
-    """LLaVA processor: 32×32 images, patch 8, no CLS token, so ``<image>`` becomes 16 tokens."""
+def testbed_processor(system: Sequence[str] = (), image_scale: int = 1) -> LlavaProcessor:
+    """LLaVA processor: 32×32 images (64×64 at ``image_scale`` 2), patch 8, no CLS token, so
+    ``<image>`` becomes 16 (64) tokens."""
     tok = testbed_tokenizer(system)
-    image_processor = SiglipImageProcessor(size={"height": IMAGE_PX, "width": IMAGE_PX})
+    side = image_px(image_scale)
+    image_processor = SiglipImageProcessor(size={"height": side, "width": side})
     return LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tok,
