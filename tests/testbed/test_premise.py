@@ -83,3 +83,11 @@ def test_the_v3_prefix_variant_adds_only_the_alignment_term(premise: Any) -> Non
     assert termed.vlm_align.align_embeddings == 1.0 and prefix.vlm_align.align_embeddings == 0.0
     assert termed.system_prompt == prefix.system_prompt
     assert [termed.stage_key(s) == prefix.stage_key(s) for s in prefix.stages()] == [True, True, False, False]
+
+
+def test_the_patches_variant_changes_only_the_image_layout_of_v3(premise: Any) -> None:
+    from frankmerge.testbed.trained.config import DEFAULT_V3
+
+    patches = premise.VARIANTS["patches-v3"]
+    assert patches.image_scale == 2 and patches.system_prompt == () and patches.vlm_align.align_embeddings == 1.0
+    assert [patches.stage_key(s) == DEFAULT_V3.stage_key(s) for s in DEFAULT_V3.stages()] == [True, True, False, False]
