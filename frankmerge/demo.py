@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from frankmerge.testbed.trained.build import TestbedModels, build_testbed
-from frankmerge.testbed.trained.config import DEFAULT, QUICK, TestbedConfig
+from frankmerge.testbed.trained.config import DEFAULT_V3, QUICK_V3, TestbedConfig
 from frankmerge.testbed.trained.drift_study import (
     DriftRun,
     DriftSettings,
@@ -58,7 +58,7 @@ PROFILE_SEED = 7
 
 @dataclass(frozen=True)
 class DemoOptions:
-    config: TestbedConfig = DEFAULT
+    config: TestbedConfig = DEFAULT_V3  # testbed v3's llava regime (docs/testbed.md, "Results: testbed v3")
     n_items: int = 200  # evaluation items per task
     grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     grid_items: int = 100
@@ -74,7 +74,7 @@ class DemoOptions:
     def quick(cls, **overrides: object) -> DemoOptions:
         """The CI configuration: a 3-block 64-wide testbed, fewer items, a 3×3 grid."""
         settings: dict[str, object] = dict(
-            config=QUICK,
+            config=QUICK_V3,
             n_items=60,
             grid=(0.0, 0.5, 1.0),
             grid_items=40,

@@ -90,7 +90,7 @@ def test_regimes_share_base_and_reasoner_and_differ_in_the_vlm(llava, qwen) -> N
 
 
 def test_preset_names_the_regimes() -> None:
-    assert preset("llava", quick=True) is QUICK and preset("qwen", quick=False) is DEFAULT_QWEN
+    assert preset("llava", quick=True) is QUICK_V3 and preset("qwen", quick=False) is DEFAULT_QWEN  # v3 by default
     with pytest.raises(ValueError, match="llava, qwen"):
         preset("idefics", quick=True)
     with pytest.raises(ValueError, match="v2, v3"):
@@ -125,7 +125,8 @@ def test_demo_cli_passes_the_testbed_version(monkeypatch: pytest.MonkeyPatch, tm
         raise RuntimeError("stop here")
 
     monkeypatch.setattr(frankmerge.demo, "run_demo", capture)
-    for args, expected in (([], DEFAULT), (["--testbed", "v3"], DEFAULT_V3), (["--testbed", "v3", "--quick"], QUICK_V3)):
+    cases = (([], DEFAULT_V3), (["--quick"], QUICK_V3), (["--testbed", "v2"], DEFAULT), (["--testbed", "v2", "--quick"], QUICK))
+    for args, expected in cases:
         result = CliRunner().invoke(main, ["demo", "--workdir", str(tmp_path), "--seed", "2", *args])
         assert result.exit_code == 1 and "stop here" in result.output, result.output  # the CLI's one-line error
         assert seen[-1] == expected.with_seed(2)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from frankmerge import MergeRecipe, Parameters, merge
 from frankmerge.demo import DemoOptions, DemoResult, run_demo
 from frankmerge.testbed.trained.build import build_testbed
-from frankmerge.testbed.trained.config import QUICK
+from frankmerge.testbed.trained.config import QUICK_V3
 from frankmerge.testbed.trained.drift_study import problem_key
 from frankmerge.testbed.trained.encode import Encoder
 from frankmerge.testbed.trained.scoring import score_generations, well_formed_think, wilson_interval
@@ -78,7 +78,7 @@ def test_every_merge_loads_runs_and_is_reported(quick_demo: DemoResult) -> None:
     keys = {"profile", "task_vectors", "merges", "evaluations", "lambda_grid", "timings", "chance", "fine_tunes", "verdict"}
     assert keys <= data.keys()
     assert len(data["lambda_grid"]) == 4
-    assert len(data["profile"]["a_l"]) == QUICK.size.layers
+    assert len(data["profile"]["a_l"]) == QUICK_V3.size.layers
     for key in ("coefficients_plot", "lambda_map_plot", "profile_plot"):
         assert Path(quick_demo.files[key]).is_file()
 
@@ -183,11 +183,12 @@ def test_half_half_task_arithmetic_is_the_average(quick_demo: DemoResult, tmp_pa
         suffix = "model.layers." + name.split(".layers.", 1)[1]
         torch.testing.assert_close(tensor, (vlm[name] + reasoner[suffix]) / 2, rtol=1e-5, atol=1e-6)
         checked += 1
-    assert checked == QUICK.size.layers * 12  # q/k/v (+bias), o, gate/up/down, two norms per block
+    assert checked == QUICK_V3.size.layers * 12  # q/k/v (+bias), o, gate/up/down, two norms per block
 
 
 def test_cached_models_are_reused(quick_demo: DemoResult) -> None:
-    again = build_testbed(QUICK, quick_demo.models.base.parent.parent)
+    assert quick_demo.models.config == QUICK_V3  # the demo's quick testbed is v3's
+    again = build_testbed(QUICK_V3, quick_demo.models.base.parent.parent)
     assert again.built == ()
     assert again.base == quick_demo.models.base
 
