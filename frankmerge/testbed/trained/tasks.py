@@ -59,7 +59,7 @@ class Example:
     answer: str
     image: np.ndarray | None = None
     follow_ups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # further (question, answer words) turns
-    cell_words: tuple[str, ...] = ()  # with an image: the word a text scene puts in each patch's cell
+    cell_words: tuple[str, ...] = ()  # with an image: each patch's word (its shape's colour, else "_")
 
 
 def _context(scene: Scene) -> str:
