@@ -95,11 +95,6 @@ def draw(scene: Scene, rng: np.random.Generator, image_scale: int = 1) -> Pictur
     return Picture(image.astype(np.uint8), tuple(words))
 
 
-def render(scene: Scene, rng: np.random.Generator, image_scale: int = 1) -> np.ndarray:
-    """The image of ``draw``."""
-    return draw(scene, rng, image_scale).image
-
-
 def _mask(kind: str, size: int) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size] + 0.5
     if kind == "square":
