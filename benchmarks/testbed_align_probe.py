@@ -14,10 +14,16 @@ import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from frankmerge.testbed.trained.build import STAGES, default_cache_dir, stage_paths
 from frankmerge.testbed.trained.config import DEFAULT, Stage, TestbedConfig
 from frankmerge.testbed.trained.parallel import run_all, usable_cores
+
+if TYPE_CHECKING:  # imported where used: spawned workers stay light
+    import torch
+
+    from frankmerge.testbed.trained.encode import Encoder
 
 # The prefix variant of benchmarks/testbed_premise.py.
 SYSTEM_PROMPT: tuple[str, ...] = ("the", "assistant", "describe", "a", "image", "the", "a", "cat")
@@ -68,28 +74,36 @@ def train_alignment(case: str, seed: int, setting: str, cache_dir: str) -> dict[
     }
 
 
+def text_form_loss(base: torch.nn.Module, encoder: Encoder, image_scale: int = 1, batches: int = 16, batch: int = 32) -> float:
+    """Mean LM loss of the frozen ``base`` on stage-1 data with each image replaced by its patch
+    words in order (the 16 scene words at ``image_scale`` 1): what stage 1 can reach if the image
+    tokens read like those words."""
+    import numpy as np
+    import torch
+
+    from frankmerge.testbed.trained.tasks import vlm_data
+
+    rng, losses = np.random.default_rng(12345), []
+    with torch.no_grad():
+        for _ in range(batches):
+            pictured = [vlm_data(rng, image_scale) for _ in range(batch)]
+            text = [replace(e, prompt=" ".join(e.cell_words) + " " + e.prompt, image=None) for e in pictured]
+            inputs = encoder.batch(text)
+            losses.append(float(base(**inputs.model_inputs(), labels=inputs.labels).loss))
+    return sum(losses) / len(losses)
+
+
 def text_ceiling(case: str, seed: int, cache_dir: str, batches: int = 16) -> dict[str, object]:
     """The frozen base's LM loss on the text form of stage-1 data (each image replaced by its text
     scene, the same words in the same cells): what stage 1 can reach if the image tokens read like
     the scene words. A diagnosis added after probe 2's results (docs/testbed.md)."""
-    import numpy as np
-    import torch
-
     from frankmerge.testbed.trained.encode import Encoder
     from frankmerge.testbed.trained.models import load_model
-    from frankmerge.testbed.trained.tasks import vlm_data
 
     config = CASES[case].with_seed(seed)
     base = load_model(stage_paths(config, Path(cache_dir))["base"]).eval()
-    encoder = Encoder.with_system(config.system_prompt)
-    rng, losses = np.random.default_rng(12345), []
-    with torch.no_grad():
-        for _ in range(batches):
-            pictured = [vlm_data(rng) for _ in range(32)]
-            text = [replace(e, prompt=" ".join(e.cell_words) + " " + e.prompt, image=None) for e in pictured]
-            batch = encoder.batch(text)
-            losses.append(float(base(**batch.model_inputs(), labels=batch.labels).loss))
-    return {"case": case, "seed": seed, "base_text_form_loss": round(sum(losses) / len(losses), 4)}
+    loss = text_form_loss(base, Encoder.with_system(config.system_prompt), batches=batches)
+    return {"case": case, "seed": seed, "base_text_form_loss": round(loss, 4)}
 
 
 def _base(case: str, seed: int, cache_dir: str) -> str:

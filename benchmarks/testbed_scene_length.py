@@ -13,31 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
+from testbed_align_probe import text_form_loss
 
 from frankmerge.testbed.trained.build import default_cache_dir, stage_paths
 from frankmerge.testbed.trained.config import DEFAULT_V3
 from frankmerge.testbed.trained.encode import Encoder
 from frankmerge.testbed.trained.models import load_model
-from frankmerge.testbed.trained.tasks import vlm_data
 
 SCALES = (1, 2)
-
-
-def text_form_loss(base: torch.nn.Module, image_scale: int, batches: int = 16, batch: int = 32) -> float:
-    """Mean LM loss of ``base`` on stage-1 examples whose image is replaced by its patch words."""
-    encoder, rng, losses = Encoder(), np.random.default_rng(12345), []
-    with torch.no_grad():
-        for _ in range(batches):
-            pictured = [vlm_data(rng, image_scale) for _ in range(batch)]
-            text = [replace(e, prompt=" ".join(e.cell_words) + " " + e.prompt, image=None) for e in pictured]
-            inputs = encoder.batch(text)
-            losses.append(float(base(**inputs.model_inputs(), labels=inputs.labels).loss))
-    return sum(losses) / len(losses)
 
 
 def main() -> None:
@@ -53,7 +39,7 @@ def main() -> None:
         if not (path / "config.json").is_file():
             raise SystemExit(f"error: no cached base for seed {seed} at {path}; run `frankmerge demo --seed {seed}` first")
         base = load_model(path)
-        losses = {f"{16 * scale * scale} words": round(text_form_loss(base, scale), 4) for scale in SCALES}
+        losses = {f"{16 * scale * scale} words": round(text_form_loss(base, Encoder(), scale), 4) for scale in SCALES}
         rows.append({"seed": seed, "text_form_loss": losses})
         print(f"seed {seed}: base's loss on stage-1 data as text, " + ", ".join(f"{k} {v}" for k, v in losses.items()))
     if args.out:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from tests.benchmark_scripts import import_benchmark
+
 REPO = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "transformers", "numba", "pydantic")
 
@@ -106,11 +108,7 @@ def test_cli_merge_imports_torch_where_it_computes(tiny_triple, tmp_path: Path, 
 
 
 def test_benchmark_refuses_a_shape_the_disk_cannot_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import merge_speed
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    merge_speed = import_benchmark("merge_speed")
     import shutil
     from collections import namedtuple
 

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.benchmark_scripts import import_benchmark
 
 
 @pytest.fixture(scope="module")
 def skills() -> Any:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import testbed_base_skills
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    return testbed_base_skills
+    return import_benchmark("testbed_base_skills")
 
 
 def test_an_answer_counts_only_when_every_supervised_token_is_predicted(skills: Any) -> None:

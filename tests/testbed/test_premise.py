@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.benchmark_scripts import import_benchmark
 
 
 @pytest.fixture(scope="module")
 def premise() -> Any:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import testbed_premise
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    return testbed_premise
+    return import_benchmark("testbed_premise")
 
 
 def _profile(alpha: float, low: float, r2: float | None) -> dict[str, object]:

@@ -12,35 +12,32 @@ from typing import Any
 import pytest
 
 from frankmerge.testbed.trained.config import QUICK
+from frankmerge.testbed.trained.encode import Encoder
 from frankmerge.testbed.trained.models import new_base
+from tests.benchmark_scripts import import_benchmark
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def scene_length() -> Any:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import testbed_scene_length
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    return testbed_scene_length
+    return import_benchmark("testbed_scene_length")
 
 
 def test_the_text_form_has_one_word_per_patch(scene_length: Any, monkeypatch: pytest.MonkeyPatch, one_thread) -> None:
     scene_words: list[int] = []
-    original = scene_length.Encoder.batch
+    original = Encoder.batch
 
     def spy(self, examples, loss_on_prompt=False):  # type: ignore[no-untyped-def]
         assert all(e.image is None and e.prompt.split()[: len(e.cell_words)] == list(e.cell_words) for e in examples)
         scene_words.extend(len(e.cell_words) for e in examples)
         return original(self, examples, loss_on_prompt)
 
-    monkeypatch.setattr(scene_length.Encoder, "batch", spy)
+    monkeypatch.setattr(Encoder, "batch", spy)
     base = new_base(QUICK.size, 3).eval()
     for scale, words in ((1, 16), (2, 64)):
         scene_words.clear()
-        loss = scene_length.text_form_loss(base, scale, batches=1, batch=4)
+        loss = scene_length.text_form_loss(base, Encoder(), scale, batches=1, batch=4)
         assert math.isfinite(loss) and loss > 0 and set(scene_words) == {words}
 
 
