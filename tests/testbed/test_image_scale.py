@@ -9,19 +9,16 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from frankmerge.demo import uniform_attention_ratio
-from frankmerge.testbed.trained import vocab
 from frankmerge.testbed.trained.config import DEFAULT, DEFAULT_V3, QUICK_V3, Stage
-from frankmerge.testbed.trained.encode import Encoder
 from frankmerge.testbed.trained.evaluate import evaluate_checkpoint
 from frankmerge.testbed.trained.images import GRID, draw, random_scene
 from frankmerge.testbed.trained.models import image_scale_of, load_model, new_base, save_checkpoint, vlm_from_base
 from frankmerge.testbed.trained.report import chance_levels
-from frankmerge.testbed.trained.tasks import eval_set, perception_dialogue, stage_sampler
+from frankmerge.testbed.trained.tasks import eval_set, stage_sampler
 from frankmerge.testbed.trained.train import train_stage
-from frankmerge.testbed.trained.vocab import PATCH, visual_tokens
+from frankmerge.testbed.trained.vocab import PATCH
 
 # Digest of scale-1 evaluation and stage-1 images, cell words and prompts, taken from the code before
 # image_scale existed: the default layout must keep drawing the same data.
@@ -81,28 +78,6 @@ def test_scale_2_puts_each_shape_in_one_patch_of_its_cell() -> None:
             assert saturated == (word != "_")
         # scale 1: one patch per cell, the text scene's words
         assert draw(scene, rng).patch_words == tuple(scene.grid_words("_"))
-
-
-def test_scale_2_inputs_equal_the_processors() -> None:
-    example = perception_dialogue(np.random.default_rng(0), image_scale=2)
-    processor = vocab.testbed_processor(image_scale=2)
-    messages = [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": example.prompt}]},
-        {"role": "assistant", "content": [{"type": "text", "text": " ".join(example.target)}]},
-    ]
-    for question, answer in example.follow_ups:
-        messages += [
-            {"role": "user", "content": [{"type": "text", "text": question}]},
-            {"role": "assistant", "content": [{"type": "text", "text": " ".join(answer)}]},
-        ]
-    expected = processor(
-        text=[processor.apply_chat_template(messages, tokenize=False)], images=[example.image], return_tensors="pt"
-    )
-    batch = Encoder(image_scale=2).batch([example])
-    assert batch.input_ids[0].tolist() == expected["input_ids"][0].tolist()
-    assert torch.equal(batch.pixel_values, expected["pixel_values"])
-    assert int((batch.input_ids == processor.tokenizer.convert_tokens_to_ids("<image>")).sum()) == visual_tokens(2) == 64
-    assert batch.cell_ids is not None and tuple(batch.cell_ids.shape) == (1, 64)
 
 
 def test_more_visual_tokens_raise_the_uniform_share() -> None:

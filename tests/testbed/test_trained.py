@@ -23,8 +23,8 @@ from frankmerge.testbed.trained.drift_study import problem_key
 from frankmerge.testbed.trained.encode import Encoder
 from frankmerge.testbed.trained.scoring import score_generations, well_formed_think, wilson_interval
 from frankmerge.testbed.trained.tasks import eval_set, perception_dialogue
-from frankmerge.testbed.trained.vocab import VISUAL_TOKENS
 from frankmerge.testbed.trained.vocab import testbed_processor as make_processor
+from frankmerge.testbed.trained.vocab import visual_tokens
 
 # Thresholds for the quick testbed (3 blocks, width 64, a few hundred steps), measured with margin
 # below what it reaches (see docs/testbed.md); chance is the most frequent answer's share.
@@ -193,13 +193,14 @@ def test_cached_models_are_reused(quick_demo: DemoResult) -> None:
     assert again.base == quick_demo.models.base
 
 
-@pytest.mark.parametrize("system", [(), ("the", "assistant", "describe", "a", "image")])
-def test_training_inputs_equal_the_processors(system: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(("system", "image_scale"), [((), 1), (("the", "assistant", "describe", "a", "image"), 1), ((), 2)])
+def test_training_inputs_equal_the_processors(system: tuple[str, ...], image_scale: int) -> None:
     """What the models are trained on is exactly what ordinary HF inference feeds them, with a
-    default system turn too (rendered once per conversation, not once per turn)."""
+    default system turn too (rendered once per conversation, not once per turn), and at 64 px
+    (docs/testbed.md, "FRANK's premise, variant 2")."""
     rng = np.random.default_rng(0)
-    example = perception_dialogue(rng)
-    processor = make_processor(system)
+    example = perception_dialogue(rng, image_scale)
+    processor = make_processor(system, image_scale)
     messages = [
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": example.prompt}]},
         {"role": "assistant", "content": [{"type": "text", "text": " ".join(example.target)}]},
@@ -211,12 +212,14 @@ def test_training_inputs_equal_the_processors(system: tuple[str, ...]) -> None:
         ]
     text = processor.apply_chat_template(messages, tokenize=False)
     expected = processor(text=[text], images=[example.image], return_tensors="pt")
-    batch = Encoder(processor.tokenizer.chat_template if system else None).batch([example])
+    batch = Encoder(processor.tokenizer.chat_template if system else None, image_scale).batch([example])
     assert batch.input_ids[0].tolist() == expected["input_ids"][0].tolist()
     system_id = processor.tokenizer.convert_tokens_to_ids("system")
     assert int((batch.input_ids == system_id).sum()) == (1 if system else 0)
     assert torch.equal(batch.pixel_values, expected["pixel_values"])
-    assert int((batch.input_ids == processor.tokenizer.convert_tokens_to_ids("<image>")).sum()) == VISUAL_TOKENS
+    tokens = visual_tokens(image_scale)
+    assert int((batch.input_ids == processor.tokenizer.convert_tokens_to_ids("<image>")).sum()) == tokens == 16 * image_scale**2
+    assert batch.cell_ids is not None and tuple(batch.cell_ids.shape) == (1, tokens)
 
 
 def test_eval_sets_are_fixed() -> None:

@@ -37,7 +37,6 @@ END_TOKENS: tuple[str, ...] = (IM_END, EOS, PAD, BOS, UNK)
 
 IMAGE_PX = 32  # at image_scale 1: a 4×4 grid of 8-px patches, one per scene cell
 PATCH = 8
-VISUAL_TOKENS = (IMAGE_PX // PATCH) ** 2
 
 
 def image_px(image_scale: int = 1) -> int:
